@@ -1,0 +1,185 @@
+"""The ``ifcml`` command: a thin layer over the library.
+
+User mistakes (an :class:`~ifcml.errors.IfcmlError`) are printed as one line on stderr
+with exit status 2, never as a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated
+
+import pandas as pd
+import typer
+from rich.console import Console
+from rich.table import Table
+from tqdm import tqdm
+
+from ifcml.errors import IfcmlError, InputError
+from ifcml.io.channels import parse_channel_map
+from ifcml.io.detect import FORMATS, open_source
+from ifcml.io.store import CellStore, write_store
+from ifcml.simulate import PAPER_CHANNELS, SimulatedSource, SimulationSettings, write_tiff_export
+
+app = typer.Typer(
+    help="Classical machine learning vs deep learning on imaging flow cytometry images.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+console = Console()
+
+
+@contextmanager
+def cell_progress(total: int, what: str):
+    """A progress bar in cells and cells/s on stderr; yields the update function."""
+    with tqdm(total=total, desc=what, unit=" cells", unit_scale=True, file=sys.stderr) as bar:
+        yield bar.update
+        bar.total = bar.n  # totals are upper bounds (empty montage tiles are not cells)
+
+
+@app.command()
+def ingest(
+    sources: Annotated[list[Path], typer.Argument(help="Folders (or files) to read.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="The CellStore folder to create.")],
+    fmt: Annotated[str, typer.Option("--format", help=f"One of {', '.join(FORMATS)}.")] = "auto",
+    channels: Annotated[
+        str | None, typer.Option(help="Instrument channels to keep and their names, e.g. 3:BF,4:DNA,6:DF.")
+    ] = None,
+    grid: Annotated[str | None, typer.Option(help="Montage grid ROWSxCOLS, e.g. 30x30.")] = None,
+    row_major: Annotated[
+        bool, typer.Option("--row-major", help="Montage tiles fill row by row (default: column by column).")
+    ] = False,
+    instance: Annotated[
+        str | None, typer.Option(help="Instance (sample) name; default: each source folder's name.")
+    ] = None,
+    samples: Annotated[
+        Path | None, typer.Option(help="CSV with instance, patient, timepoint columns to attach.")
+    ] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing store at --out.")] = False,
+) -> None:
+    """Read IFC sources into a CellStore (images.zarr + cells.parquet + meta.json)."""
+    channel_map = parse_channel_map(channels)
+    planned = []
+    for path in sources:
+        source = open_source(
+            path, fmt, channels=channel_map, instance=instance, grid=grid, column_major=not row_major
+        )
+        if fmt == "auto":
+            console.print(f"{path}: reading as [bold]{source.format}[/bold]", highlight=False)
+        planned.append(source)
+    sample_table = _read_samples(samples) if samples else None
+    with cell_progress(sum(s.n_candidates for s in planned), "ingest") as update:
+        store = write_store(planned, out, overwrite=overwrite, samples=sample_table, on_cells=update)
+    console.print(f"wrote {store.n_cells} cells to {store.path}", highlight=False)
+
+
+@app.command()
+def info(
+    store: Annotated[Path, typer.Argument(help="A CellStore folder.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
+) -> None:
+    """Summarise a CellStore: cells, channels, and cells per instance and label."""
+    summary = CellStore(store).summary()
+    if as_json:
+        print(json.dumps(summary))
+        return
+    console.print(f"{store}: {summary['n_cells']} cells, channels {', '.join(summary['channels'])}")
+    labels = sorted({label for per in summary["counts"].values() for label in per})
+    table = Table("instance", *labels, "total")
+    for instance, per in summary["counts"].items():
+        table.add_row(instance, *(str(per.get(label, 0)) for label in labels), str(sum(per.values())))
+    console.print(table)
+
+
+@app.command()
+def simulate(
+    out: Annotated[Path, typer.Argument(help="Output folder (TIFF export tree) or store.")],
+    fmt: Annotated[str, typer.Option("--format", help="tiff (IDEAS-style export) or store.")] = "tiff",
+    patients: Annotated[int, typer.Option(min=1)] = 4,
+    timepoints: Annotated[str, typer.Option(help="Comma-separated timepoint names.")] = "day0,day15,day33",
+    cells_per_sample: Annotated[int, typer.Option(min=1)] = 300,
+    channels: Annotated[
+        str, typer.Option(help=f"Channels to render, from {','.join(PAPER_CHANNELS.values())}.")
+    ] = ",".join(PAPER_CHANNELS.values()),
+    unlabelled: Annotated[bool, typer.Option(help="Write no labels (a new sample to predict).")] = False,
+    seed: Annotated[int, typer.Option()] = 0,
+) -> None:
+    """Simulate bone-marrow IFC samples (leukemic / normal / other) with known fractions."""
+    settings = SimulationSettings(
+        patients=patients,
+        timepoints=tuple(t.strip() for t in timepoints.split(",") if t.strip()),
+        cells_per_sample=cells_per_sample,
+        channels=_paper_channels(channels),
+        labelled=not unlabelled,
+        seed=seed,
+    )
+    run_simulation(settings, out, fmt)
+
+
+def run_simulation(settings: SimulationSettings, out: Path, fmt: str) -> None:
+    """Simulate into a TIFF export tree or a store, with progress."""
+    source = SimulatedSource(settings)
+    with cell_progress(source.n_candidates, "simulate") as update:
+        if fmt == "tiff":
+            write_tiff_export(source, out, on_cells=update)
+        elif fmt == "store":
+            write_store([source], out, samples=source.samples, on_cells=update)
+        else:
+            raise InputError(f"--format: {fmt!r} is not one of tiff, store")
+    console.print(f"wrote {source.n_candidates} simulated cells to {out}", highlight=False)
+
+
+@app.command()
+def demo(
+    out: Annotated[Path, typer.Option(help="Folder for the demo's data and results.")] = Path("demo_output"),
+    seed: Annotated[int, typer.Option()] = 0,
+) -> None:
+    """The main job on embedded default data: simulate, ingest, summarise.
+
+    Each step writes its output atomically and is skipped when that output already exists,
+    so an interrupted demo resumes where it stopped.
+    """
+    settings = SimulationSettings(seed=seed)
+    raw, store_path = out / "simulated_tiff", out / "store"
+    if not raw.exists():
+        out.mkdir(parents=True, exist_ok=True)
+        run_simulation(settings, raw, "tiff")
+    if not store_path.exists():
+        sources = [
+            open_source(p, "tiff", channels=settings.channels) for p in sorted(raw.iterdir()) if p.is_dir()
+        ]
+        with cell_progress(sum(s.n_candidates for s in sources), "ingest") as update:
+            write_store(sources, store_path, samples=pd.read_csv(raw / "samples.csv"), on_cells=update)
+    info(store_path, as_json=False)
+
+
+def _paper_channels(names: str) -> dict[int, str]:
+    wanted = [n.strip() for n in names.split(",") if n.strip()]
+    unknown = [n for n in wanted if n not in PAPER_CHANNELS.values()]
+    if unknown:
+        known = ", ".join(PAPER_CHANNELS.values())
+        raise InputError(f"--channels: cannot simulate {', '.join(unknown)}; choose from {known}")
+    return {k: v for k, v in PAPER_CHANNELS.items() if v in wanted}
+
+
+def _read_samples(path: Path) -> pd.DataFrame:
+    try:
+        table = pd.read_csv(path, dtype=str)
+    except (OSError, pd.errors.ParserError) as exc:
+        raise InputError(f"{path}: cannot read the samples CSV ({exc})") from exc
+    if "instance" not in table.columns:
+        raise InputError(f"{path}: expected an 'instance' column (and patient, timepoint)")
+    return table
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: run the app, turning user errors into one line and exit status 2."""
+    try:
+        app(args=argv, prog_name="ifcml")
+    except IfcmlError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        sys.exit(2)

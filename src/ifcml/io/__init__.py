@@ -1,0 +1,1 @@
+"""Readers of IFC sources and the CellStore they are ingested into."""

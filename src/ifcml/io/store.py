@@ -1,0 +1,355 @@
+"""The CellStore: ``images.zarr`` + ``cells.parquet`` + ``meta.json`` in one folder.
+
+Images of different sizes are kept without resampling: each cell sits at the top-left of
+a canvas as large as the largest cell, filled with 0, and ``cells.parquet`` keeps its true
+``height`` and ``width``. Arrays are chunked by cells so every later step can stream them.
+
+Writing is streamed (memory bounded by one chunk), atomic (everything is written into a
+hidden sibling folder that is renamed into place only when complete) and never overwrites
+an existing store unless asked to.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import os
+import shutil
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import zarr
+
+from ifcml import __version__
+from ifcml.errors import StoreError
+from ifcml.io.sources import CellChunk, Source
+
+SCHEMA_VERSION = 1
+CHUNK_BYTES = 8 * 2**20
+CELL_COLUMNS = pa.schema(
+    [
+        ("cell_id", pa.int64()),
+        ("instance", pa.string()),
+        ("patient", pa.string()),
+        ("timepoint", pa.string()),
+        ("label", pa.string()),
+        ("object_number", pa.int64()),
+        ("source", pa.string()),
+        ("height", pa.int32()),
+        ("width", pa.int32()),
+    ]
+)
+
+
+class CellStore:
+    """A written CellStore, opened read-only."""
+
+    def __init__(self, path: Path | str):
+        self.path = Path(path)
+        meta_path = self.path / "meta.json"
+        if not meta_path.is_file():
+            raise StoreError(f"{self.path}: not a CellStore (no meta.json; create one with `ifcml ingest`)")
+        try:
+            self.meta = json.loads(meta_path.read_text())
+        except json.JSONDecodeError as exc:
+            raise StoreError(f"{meta_path}: not valid JSON ({exc})") from exc
+        version = self.meta.get("schema_version")
+        if version != SCHEMA_VERSION:
+            raise StoreError(
+                f"{meta_path}: schema version {version!r}, this ifcml reads version {SCHEMA_VERSION}"
+            )
+        group = zarr.open_group(self.path / "images.zarr", mode="r")
+        self.images = group["images"]
+        self.masks = group["masks"] if "masks" in group else None
+        self._cells: pd.DataFrame | None = None
+
+    @property
+    def channels(self) -> list[str]:
+        return list(self.meta["channels"])
+
+    @property
+    def n_cells(self) -> int:
+        return int(self.meta["n_cells"])
+
+    @property
+    def cells(self) -> pd.DataFrame:
+        """One row per cell (read once, then cached)."""
+        if self._cells is None:
+            self._cells = pd.read_parquet(self.path / "cells.parquet")
+        return self._cells
+
+    def channel_indices(self, names: Sequence[str] | None) -> list[int]:
+        """Positions of channel ``names`` in the store (all channels for ``None``)."""
+        if names is None:
+            return list(range(len(self.channels)))
+        unknown = [n for n in names if n not in self.channels]
+        if unknown:
+            raise StoreError(
+                f"{self.path}: no channel(s) {', '.join(unknown)}; the store has {', '.join(self.channels)}"
+            )
+        return [self.channels.index(n) for n in names]
+
+    def iter_batches(
+        self, batch_cells: int | None = None, channels: Sequence[str] | None = None
+    ) -> Iterator[tuple[pd.DataFrame, np.ndarray]]:
+        """Yield (cells rows, images (n, C, H, W)) in store order, a batch at a time."""
+        step = batch_cells or self.images.chunks[0]
+        picked = self.channel_indices(channels)
+        for start in range(0, self.n_cells, step):
+            stop = min(start + step, self.n_cells)
+            yield self.cells.iloc[start:stop], self.images[start:stop][:, picked]
+
+    def counts(self) -> dict[str, dict[str, int]]:
+        """Cells per instance and label (unlabelled cells count under ``"null"``)."""
+        table = self.cells.assign(label=self.cells["label"].fillna("null"))
+        grouped = table.groupby(["instance", "label"], sort=True).size()
+        counts: dict[str, dict[str, int]] = {}
+        for (instance, label), n in grouped.items():
+            counts.setdefault(str(instance), {})[str(label)] = int(n)
+        return counts
+
+    def summary(self) -> dict:
+        """What ``ifcml info --json`` prints."""
+        return {"n_cells": self.n_cells, "channels": self.channels, "counts": self.counts()}
+
+
+def chunk_cells_for(n_channels: int, height: int, width: int) -> int:
+    """Cells per chunk so that one chunk of uint16 images is about ``CHUNK_BYTES``."""
+    return max(1, CHUNK_BYTES // (n_channels * height * width * 2))
+
+
+def write_store(
+    sources: Sequence[Source],
+    out: Path | str,
+    *,
+    overwrite: bool = False,
+    samples: pd.DataFrame | None = None,
+    chunk_cells: int | None = None,
+    on_cells: Callable[[int], None] | None = None,
+) -> CellStore:
+    """Ingest ``sources`` into a new CellStore at ``out``.
+
+    Parameters
+    ----------
+    sources
+        Planned readers; all must name the same channels in the same order.
+    out
+        The store folder; it must not exist unless ``overwrite``.
+    samples
+        Optional per-instance table with ``instance`` and any of ``patient``, ``timepoint``.
+    chunk_cells
+        Cells per zarr chunk and per write; by default about 8 MiB of images.
+    on_cells
+        Called with the number of cells written after each chunk (progress bars).
+    """
+    out = Path(out)
+    if out.exists() and not overwrite:
+        raise StoreError(f"{out}: already exists; choose another --out or pass --overwrite to replace it")
+    channels = _common_channels(sources)
+    height = max(s.max_height for s in sources)
+    width = max(s.max_width for s in sources)
+    has_masks = all(s.has_masks for s in sources)
+    chunk_cells = chunk_cells or chunk_cells_for(len(channels), height, width)
+    sample_info = _sample_lookup(samples)
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    _remove_abandoned_siblings(out)
+    tmp = out.parent / f".{out.name}.ingest-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        writer = _ChunkWriter(tmp, len(channels), height, width, has_masks, chunk_cells, sample_info)
+        for source in sources:
+            for chunk in source.chunks(chunk_cells):
+                writer.add(chunk)
+                if on_cells:
+                    on_cells(len(chunk))
+        n_cells, digest = writer.close()
+        meta = {
+            "schema_version": SCHEMA_VERSION,
+            "ifcml_version": __version__,
+            "n_cells": n_cells,
+            "channels": list(channels.values()),
+            "instrument_channels": list(channels.keys()),
+            "pixel_size_um": None,
+            "canvas": {"height": height, "width": width},
+            "chunk_cells": chunk_cells,
+            "has_masks": has_masks,
+            "layout": "each cell at the top-left of a height x width canvas filled with 0; "
+            "its true size is in cells.parquet (height, width)",
+            "images_sha256": digest,
+            "provenance": {
+                "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+                "sources": [s.provenance() for s in sources],
+            },
+        }
+        (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
+        _move_into_place(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return CellStore(out)
+
+
+def _common_channels(sources: Sequence[Source]) -> dict[int, str]:
+    if not sources:
+        raise StoreError("nothing to ingest: no source given")
+    first = sources[0]
+    for source in sources[1:]:
+        if list(source.channels.values()) != list(first.channels.values()):
+            raise StoreError(
+                f"{source.name}: channels {list(source.channels.values())} differ from "
+                f"{list(first.channels.values())} of {first.name}; pass --channels to pick the same set"
+            )
+    return first.channels
+
+
+def _sample_lookup(samples: pd.DataFrame | None) -> dict[str, dict[str, str | None]]:
+    if samples is None:
+        return {}
+    if "instance" not in samples.columns:
+        raise StoreError("samples table: expected an 'instance' column")
+    lookup = {}
+    for row in samples.to_dict("records"):
+        lookup[str(row["instance"])] = {
+            key: None if pd.isna(row.get(key)) else str(row.get(key)) for key in ("patient", "timepoint")
+        }
+    return lookup
+
+
+class _ChunkWriter:
+    """Buffers cells and writes whole, aligned zarr chunks and parquet row groups."""
+
+    def __init__(
+        self,
+        folder: Path,
+        n_channels: int,
+        height: int,
+        width: int,
+        masks: bool,
+        chunk: int,
+        samples: dict[str, dict[str, str | None]],
+    ):
+        folder.mkdir(parents=True)
+        group = zarr.open_group(folder / "images.zarr", mode="w")
+        shape = (0, n_channels, height, width)
+        chunks = (chunk, n_channels, height, width)
+        self.images = group.create_array("images", shape=shape, chunks=chunks, dtype="uint16", fill_value=0)
+        self.masks = (
+            group.create_array("masks", shape=shape, chunks=chunks, dtype="uint8", fill_value=0)
+            if masks
+            else None
+        )
+        self.table = pq.ParquetWriter(folder / "cells.parquet", CELL_COLUMNS)
+        self.chunk = chunk
+        self.samples = samples
+        self.n_written = 0
+        self.pending: list[CellChunk] = []
+        self.n_pending = 0
+        self.hash = hashlib.sha256()
+
+    def add(self, chunk: CellChunk) -> None:
+        self.pending.append(chunk)
+        self.n_pending += len(chunk)
+        while self.n_pending >= self.chunk:
+            self._flush(self.chunk)
+
+    def close(self) -> tuple[int, str]:
+        if self.n_pending:
+            self._flush(self.n_pending)
+        self.table.close()
+        return self.n_written, self.hash.hexdigest()
+
+    def _take(self, n: int) -> list[CellChunk]:
+        """Pop the first ``n`` pending cells, splitting a chunk where needed."""
+        pieces, need = [], n
+        while need:
+            chunk = self.pending[0]
+            take = min(need, len(chunk))
+            if take == len(chunk):
+                pieces.append(self.pending.pop(0))
+            else:
+                pieces.append(_slice_chunk(chunk, 0, take))
+                self.pending[0] = _slice_chunk(chunk, take, len(chunk))
+            need -= take
+        self.n_pending -= n
+        return pieces
+
+    def _flush(self, n: int) -> None:
+        _, n_channels, height, width = self.images.shape
+        images = np.zeros((n, n_channels, height, width), np.uint16)
+        masks = np.zeros((n, n_channels, height, width), np.uint8) if self.masks is not None else None
+        rows: dict[str, list] = {name: [] for name in CELL_COLUMNS.names}
+        i = 0
+        for chunk in self._take(n):
+            for j in range(len(chunk)):
+                image = chunk.images[j]
+                h, w = image.shape[1:]
+                images[i, :, :h, :w] = image
+                if masks is not None:
+                    masks[i, :, :h, :w] = chunk.masks[j]
+                instance = chunk.instances[j]
+                sample = self.samples.get(instance, {})
+                rows["cell_id"].append(self.n_written + i)
+                rows["instance"].append(instance)
+                rows["patient"].append(sample.get("patient"))
+                rows["timepoint"].append(sample.get("timepoint"))
+                rows["label"].append(chunk.labels[j])
+                rows["object_number"].append(chunk.object_numbers[j])
+                rows["source"].append(chunk.sources[j])
+                rows["height"].append(h)
+                rows["width"].append(w)
+                i += 1
+        stop = self.n_written + n
+        self.images.resize((stop, n_channels, height, width))
+        self.images[self.n_written : stop] = images
+        if masks is not None:
+            self.masks.resize((stop, n_channels, height, width))
+            self.masks[self.n_written : stop] = masks
+        self.hash.update(images.tobytes())
+        self.table.write_table(pa.table(rows, schema=CELL_COLUMNS))
+        self.n_written = stop
+
+
+def _slice_chunk(chunk: CellChunk, start: int, stop: int) -> CellChunk:
+    return CellChunk(
+        images=chunk.images[start:stop],
+        object_numbers=chunk.object_numbers[start:stop],
+        labels=chunk.labels[start:stop],
+        instances=chunk.instances[start:stop],
+        sources=chunk.sources[start:stop],
+        masks=None if chunk.masks is None else chunk.masks[start:stop],
+    )
+
+
+def _move_into_place(tmp: Path, out: Path) -> None:
+    """Rename the finished store into place; an old store is replaced only after that succeeds."""
+    if not out.exists():
+        os.rename(tmp, out)
+        return
+    old = out.parent / f".{out.name}.replaced-{os.getpid()}"
+    os.rename(out, old)
+    os.rename(tmp, out)
+    shutil.rmtree(old)
+
+
+def _remove_abandoned_siblings(out: Path) -> None:
+    """Delete hidden temporary folders left by ingests of ``out`` that were killed."""
+    for stale in out.parent.glob(f".{out.name}.ingest-*"):
+        pid = stale.name.rsplit("-", 1)[-1]
+        if pid.isdigit() and not _process_alive(int(pid)):
+            shutil.rmtree(stale, ignore_errors=True)
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -1,0 +1,58 @@
+"""Shared fixtures: real data from ../shared/data (skipped cleanly when absent) and small inputs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+
+from ifcml.cli import main
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+JURKAT = SHARED_DATA / "jurkat_ifc" / "Experiment_1"
+JURKAT_COUNTS = {
+    "G1": 900,
+    "S_phase": 900,
+    "G2": 900,
+    "Prophase": 606,
+    "Metaphase": 69,
+    "Anaphase": 16,
+    "Telophase": 28,
+}
+
+
+@pytest.fixture
+def jurkat() -> Path:
+    if not JURKAT.is_dir():
+        pytest.skip(f"real Jurkat montages not found at {JURKAT}")
+    return JURKAT
+
+
+@pytest.fixture
+def ifcml(capsys):
+    """Run the real ``ifcml`` entry point in-process; returns (exit code, stdout, stderr)."""
+
+    def run(*args) -> tuple[int, str, str]:
+        try:
+            main([str(a) for a in args])
+            code = 0
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else 1
+        captured = capsys.readouterr()
+        return code, captured.out, captured.err
+
+    return run
+
+
+def write_montage(path: Path, tiles: np.ndarray, grid: tuple[int, int], column_major: bool = True) -> None:
+    """Stitch (N, h, w) tiles into a montage file as CellProfiler's script does."""
+    rows, cols = grid
+    n, h, w = tiles.shape
+    montage = np.zeros((rows * h, cols * w), np.uint16)
+    for i in range(n):
+        r, c = (i % rows, i // rows) if column_major else (i // cols, i % cols)
+        montage[r * h : (r + 1) * h, c * w : (c + 1) * w] = tiles[i]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tifffile.imwrite(path, montage)
