@@ -56,6 +56,9 @@ def ingest(
     instance: Annotated[
         str | None, typer.Option(help="Instance (sample) name; default: each source folder's name.")
     ] = None,
+    label: Annotated[
+        str | None, typer.Option(help="Label of every cell of CIF files exported per gated population.")
+    ] = None,
     samples: Annotated[
         Path | None, typer.Option(help="CSV with instance, patient, timepoint columns to attach.")
     ] = None,
@@ -66,7 +69,13 @@ def ingest(
     planned = []
     for path in sources:
         source = open_source(
-            path, fmt, channels=channel_map, instance=instance, grid=grid, column_major=not row_major
+            path,
+            fmt,
+            channels=channel_map,
+            instance=instance,
+            grid=grid,
+            column_major=not row_major,
+            label=label,
         )
         if fmt == "auto":
             console.print(f"{path}: reading as [bold]{source.format}[/bold]", highlight=False)
@@ -183,3 +192,7 @@ def main(argv: list[str] | None = None) -> None:
     except IfcmlError as exc:
         typer.echo(f"error: {exc}", err=True)
         sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,537 @@
+"""Native reader and writer of Amnis/Cytek ``.cif`` files (ImageStream, FlowSight, IDEAS).
+
+A CIF file is a classic little-endian TIFF whose IFD chain is: one header IFD (acquisition
+XML, object count), then per object an image IFD (compression 30817) and a mask IFD
+(compression 30818). Channels sit side by side in each strip. The format, as implemented
+here, is described in ``shared/data/cif/README.md``; the codecs are in
+:mod:`ifcml.io.cif_codec`.
+
+Reading is lazy: :class:`CifFile` indexes the IFD chain once (offsets only) and decodes
+objects on demand, so memory does not grow with the file and object k is reached without
+decoding the objects before it. Pixels follow Bio-Formats: uint16, modulo 2**16.
+
+Every problem with a file is a :class:`CifError` naming the file, the object and what was
+wrong; nothing in a hostile file makes the reader crash, hang or allocate without bound.
+"""
+
+from __future__ import annotations
+
+import itertools
+import mmap
+import re
+import struct
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ifcml.errors import InputError
+from ifcml.io.cif_codec import (
+    StripError,
+    decode_greyscale,
+    decode_mask,
+    encode_greyscale,
+    encode_mask,
+)
+
+GREYSCALE, MASK = 30817, 30818
+#: Largest object accepted, in pixels over all channels (a 12-channel 1200x1200 object fits).
+MAX_OBJECT_PIXELS = 12 * 1200 * 1200
+#: Largest number of IFDs walked (two per object): guards against absurd or looping chains.
+MAX_IFDS = 2 * 10_000_000 + 1
+
+_TYPE_FORMAT = {
+    1: "B",
+    2: "s",
+    3: "H",
+    4: "I",
+    5: "II",
+    6: "b",
+    7: "B",
+    8: "h",
+    9: "i",
+    10: "ii",
+    11: "f",
+    12: "d",
+}
+_TYPE_SIZE = {1: 1, 2: 1, 3: 2, 4: 4, 5: 8, 6: 1, 7: 1, 8: 2, 9: 4, 10: 8, 11: 4, 12: 8}
+_ENTRY = struct.Struct("<HHII")
+
+
+class CifError(InputError):
+    """A CIF file is damaged or not what ifcml can read; the message says where and why."""
+
+
+@dataclass
+class CifObject:
+    """One object (cell) of a CIF file."""
+
+    index: int  # position in the file, 0-based
+    object_id: int  # tag 33003
+    image: np.ndarray  # (C, H, W) uint16
+    mask: np.ndarray  # (C, H, W) uint8
+
+
+@dataclass
+class CifMetadata:
+    """What a CIF file says about itself, read without decoding pixels."""
+
+    path: Path
+    n_objects: int
+    n_channels: int
+    channels: list[int]  # instrument channel numbers in use (1-based), in strip order
+    channel_names: list[str] | None
+    brightfield: list[int]  # instrument channel numbers lit by the bright-field LED
+    magnification: float | None
+    instrument: str | None
+    acquisition_xml: str
+
+
+class _Ifd:
+    """The entries of one IFD; values are read leniently by their declared type."""
+
+    def __init__(self, cif: CifFile, offset: int, what: str):
+        self.cif, self.offset, self.what = cif, offset, what
+        buf, size = cif.buffer, cif.size
+        if offset + 2 > size:
+            raise cif.error(what, f"IFD offset {offset} is past the end of the file ({size} bytes)")
+        (n,) = struct.unpack_from("<H", buf, offset)
+        self.end = offset + 2 + 12 * n + 4
+        if self.end > size:
+            raise cif.error(what, f"IFD at {offset} with {n} entries runs past the end of the file")
+        self.entries = {}
+        for i in range(n):
+            tag, kind, count, value = _ENTRY.unpack_from(buf, offset + 2 + 12 * i)
+            self.entries[tag] = (kind, count, value, offset + 2 + 12 * i + 8)
+        (self.next,) = struct.unpack_from("<I", buf, self.end - 4)
+
+    def values(self, tag: int, default=None) -> tuple | None:
+        """All values of ``tag`` as a tuple (ASCII as one str), or ``default`` when absent."""
+        if tag not in self.entries:
+            return default
+        kind, count, value, field_at = self.entries[tag]
+        if kind not in _TYPE_SIZE:
+            raise self.cif.error(self.what, f"tag {tag} has unknown TIFF type {kind}")
+        n_bytes = _TYPE_SIZE[kind] * count
+        at = field_at if n_bytes <= 4 else self.cif.unwrap(value, 0)
+        if at + n_bytes > self.cif.size:
+            raise self.cif.error(self.what, f"tag {tag} ({count} values) points past the end of the file")
+        raw = bytes(self.cif.buffer[at : at + n_bytes])
+        if kind == 2:
+            return (raw.split(b"\0", 1)[0].decode("latin-1"),)
+        return struct.unpack(f"<{count * _TYPE_FORMAT[kind]}", raw) if count else ()
+
+    def integer(self, tag: int, default: int | None = None) -> int:
+        """The first value of an integer tag (types that store it wrongly are read as declared)."""
+        values = self.values(tag)
+        if not values:
+            if default is None:
+                raise self.cif.error(self.what, f"required tag {tag} is missing")
+            return default
+        value = values[0]
+        if not isinstance(value, int):
+            raise self.cif.error(self.what, f"tag {tag} should be an integer, found {value!r}")
+        return value
+
+
+class CifFile:
+    """An open CIF file: metadata, object index, lazy decoding.
+
+    Use as a context manager, or call :meth:`close`.
+    """
+
+    def __init__(self, path: Path | str):
+        self.path = Path(path)
+        self.buffer = None
+        try:
+            self._file = open(self.path, "rb")
+        except OSError as exc:
+            raise CifError(f"{self.path}: cannot open ({exc.strerror})") from exc
+        try:
+            self.size = self.path.stat().st_size
+            if self.size < 8:
+                raise self.error(None, f"only {self.size} bytes; not a CIF file")
+            self.buffer = mmap.mmap(self._file.fileno(), 0, access=mmap.ACCESS_READ)
+            if bytes(self.buffer[:4]) != b"II*\x00":
+                raise self.error(None, "not a little-endian classic TIFF (CIF files start with II*)")
+            self.header = _Ifd(self, struct.unpack_from("<I", self.buffer, 4)[0], "header")
+            self._ifd_offsets = self._walk_chain()
+            self.metadata = self._read_metadata()
+        except BaseException:
+            self.close()
+            raise
+
+    # -- errors and offsets -------------------------------------------------------------
+
+    def error(self, what: str | None, problem: str) -> CifError:
+        where = f"{self.path}" + (f", {what}" if what else "")
+        return CifError(f"{where}: {problem}")
+
+    def unwrap(self, stored: int, at_least: int) -> int:
+        """A stored 32-bit offset as a file position.
+
+        Files over 4 GiB store offsets modulo 2**32; data is laid out forwards, so the true
+        offset is the first value congruent to ``stored`` at or after ``at_least``.
+        """
+        if self.size <= 2**32 or stored >= at_least:
+            return stored
+        return stored + ((at_least - stored + 2**32 - 1) >> 32 << 32)
+
+    # -- structure ------------------------------------------------------------------------
+
+    def _walk_chain(self) -> list[int]:
+        offsets, seen = [], {self.header.offset}
+        position, at_least = self.header.next, self.header.end
+        while position:
+            position = self.unwrap(position, at_least)
+            if position in seen:
+                raise self.error(f"IFD {len(offsets) + 1}", f"IFD chain loops back to offset {position}")
+            what = f"object {len(offsets) // 2}"
+            if len(offsets) >= MAX_IFDS:
+                raise self.error(what, f"more than {MAX_IFDS} IFDs; not a CIF file ifcml can read")
+            if position + 6 > self.size:
+                raise self.error(
+                    what, f"IFD offset {position} is past the end of the file ({self.size} bytes)"
+                )
+            seen.add(position)
+            offsets.append(position)
+            (n,) = struct.unpack_from("<H", self.buffer, position)
+            end = position + 2 + 12 * n + 4
+            if end > self.size:
+                raise self.error(what, f"IFD at {position} runs past the end of the file")
+            (position,) = struct.unpack_from("<I", self.buffer, end - 4)
+            at_least = end
+        if len(offsets) % 2:
+            raise self.error(
+                f"object {len(offsets) // 2}", "image IFD has no mask IFD after it (file truncated?)"
+            )
+        return offsets
+
+    def _read_metadata(self) -> CifMetadata:
+        header = self.header
+        xml = (header.values(33027) or ("",))[0]
+        names = None
+        n_channels = header.integer(33000, 1)
+        for tag in (33007, 33008):
+            text = (header.values(tag) or ("",))[0]
+            if "|" in text:
+                names = text.split("|")
+                n_channels = len(names)
+        in_use = _xml_flags(xml, "ChannelInUseIndicators")
+        if in_use is not None and sum(in_use):
+            channels = [i + 1 for i, used in enumerate(in_use) if used]
+            n_channels = len(channels)
+        else:
+            channels = list(range(1, n_channels + 1))
+        if n_channels < 1:
+            raise self.error("header", f"channel count {n_channels}; expected at least 1")
+        brightfield = _xml_flags(xml, "BfLedIndicators") or []
+        n_objects = len(self._ifd_offsets) // 2
+        declared = header.integer(33018, n_objects)
+        if declared != n_objects:
+            raise self.error(
+                "header", f"says {declared} objects (tag 33018) but the IFD chain holds {n_objects}"
+            )
+        magnification = _xml_text(xml, "Magnification")
+        return CifMetadata(
+            path=self.path,
+            n_objects=n_objects,
+            n_channels=n_channels,
+            channels=channels,
+            channel_names=names,
+            brightfield=[i + 1 for i, lit in enumerate(brightfield) if lit],
+            magnification=float(magnification) if _is_number(magnification) else None,
+            instrument=(header.values(33006) or (None,))[0],
+            acquisition_xml=xml,
+        )
+
+    def __len__(self) -> int:
+        return self.metadata.n_objects
+
+    # -- objects ---------------------------------------------------------------------------
+
+    def _plan(self, index: int) -> tuple[int, tuple[int, int], bytes, bytes]:
+        """Object ``index``: its id, full-strip shape and the bytes of its two strips."""
+        what = f"object {index}"
+        image = _Ifd(self, self._ifd_offsets[2 * index], what + " image IFD")
+        mask = _Ifd(self, self._ifd_offsets[2 * index + 1], what + " mask IFD")
+        shape = self._shape(image, what)
+        if (mask.integer(257), mask.integer(256)) != shape:
+            raise self.error(
+                what, f"mask is {mask.integer(257)}x{mask.integer(256)}, image is {shape[0]}x{shape[1]}"
+            )
+        for ifd, code in ((image, GREYSCALE), (mask, MASK)):
+            found = ifd.integer(259)
+            if found != code:
+                raise self.error(ifd.what, f"unknown compression code {found}; expected {code}")
+        return image.integer(33003, index), shape, self._strip_bytes(image), self._strip_bytes(mask)
+
+    def _shape(self, ifd: _Ifd, what: str) -> tuple[int, int]:
+        height, width = ifd.integer(257), ifd.integer(256)
+        n_channels = self.metadata.n_channels
+        if width % n_channels:
+            raise self.error(what, f"strip width {width} is not a multiple of the {n_channels} channels")
+        if height * width > MAX_OBJECT_PIXELS:
+            raise self.error(
+                what, f"absurd size {height}x{width} (at most {MAX_OBJECT_PIXELS} pixels per object)"
+            )
+        return height, width
+
+    def _strip_bytes(self, ifd: _Ifd) -> bytes:
+        offsets = ifd.values(273)
+        counts = ifd.values(279)
+        if not offsets or not counts or len(offsets) != len(counts):
+            raise self.error(
+                ifd.what, "strip offsets (273) and byte counts (279) are missing or differ in number"
+            )
+        pieces, at_least = [], ifd.end
+        for stored, count in zip(offsets, counts, strict=True):
+            if not isinstance(stored, int) or not isinstance(count, int) or count < 0:
+                raise self.error(ifd.what, f"strip offset {stored!r} / byte count {count!r} are not integers")
+            start = self.unwrap(stored, at_least)
+            if start + count > self.size:
+                raise self.error(ifd.what, f"strip of {count} bytes at {start} runs past the end of the file")
+            pieces.append(self.buffer[start : start + count])
+            at_least = start + count
+        return b"".join(pieces)
+
+    def read(self, indices: Sequence[int]) -> list[CifObject]:
+        """Decode the objects at ``indices`` (any order, random access), in one batch."""
+        n = len(self)
+        for index in indices:
+            if not 0 <= index < n:
+                raise IndexError(f"{self.path}: object {index} out of range (file has {n})")
+        plans = [self._plan(i) for i in indices]
+        shapes = [shape for _, shape, _, _ in plans]
+        try:
+            images = decode_greyscale([p[2] for p in plans], shapes)
+        except StripError as exc:
+            raise self.error(f"object {indices[exc.index]} image", exc.problem) from None
+        try:
+            masks = decode_mask([p[3] for p in plans], shapes)
+        except StripError as exc:
+            raise self.error(f"object {indices[exc.index]} mask", exc.problem) from None
+        c = self.metadata.n_channels
+        return [
+            CifObject(index, object_id, _split_channels(image, c), _split_channels(mask, c))
+            for index, (object_id, *_), image, mask in zip(indices, plans, images, masks, strict=True)
+        ]
+
+    def __getitem__(self, index: int) -> CifObject:
+        return self.read([index])[0]
+
+    def __iter__(self) -> Iterator[CifObject]:
+        return self.iter_objects()
+
+    def iter_objects(self, batch: int = 64) -> Iterator[CifObject]:
+        """All objects in file order, decoded ``batch`` at a time.
+
+        When a batch holds a damaged object, the objects before it are still yielded, then
+        the :class:`CifError` for it is raised.
+        """
+        for start in range(0, len(self), batch):
+            indices = list(range(start, min(start + batch, len(self))))
+            try:
+                yield from self.read(indices)
+            except CifError:
+                for index in indices:  # yield the good prefix, then raise at the damaged object
+                    yield self.read([index])[0]
+                raise
+
+    def shapes(self) -> list[tuple[int, int]]:
+        """(height, width) of every object, per channel, from the IFDs alone."""
+        c = self.metadata.n_channels
+        shapes = []
+        for index in range(len(self)):
+            ifd = _Ifd(self, self._ifd_offsets[2 * index], f"object {index} image IFD")
+            height, width = self._shape(ifd, f"object {index}")
+            shapes.append((height, width // c))
+        return shapes
+
+    def backgrounds(self) -> tuple[np.ndarray, np.ndarray]:
+        """Per-object, per-channel background mean and std (tags 33052, 33053); NaN where absent."""
+        c = self.metadata.n_channels
+        means = np.full((len(self), c), np.nan)
+        stds = np.full((len(self), c), np.nan)
+        for index in range(len(self)):
+            ifd = _Ifd(self, self._ifd_offsets[2 * index], f"object {index} image IFD")
+            for tag, out in ((33052, means), (33053, stds)):
+                values = ifd.values(tag, ())
+                if len(values) >= c:
+                    out[index] = values[:c]
+        return means, stds
+
+    def close(self) -> None:
+        if self.buffer is not None:
+            self.buffer.close()
+            self.buffer = None
+        self._file.close()
+
+    def __enter__(self) -> CifFile:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def read_cif(path: Path | str) -> Iterator[CifObject]:
+    """Yield every object of a CIF file in file order, decoding lazily."""
+    with CifFile(path) as cif:
+        yield from cif.iter_objects()
+
+
+def cif_metadata(path: Path | str) -> CifMetadata:
+    """A CIF file's metadata, without decoding any pixels."""
+    with CifFile(path) as cif:
+        return cif.metadata
+
+
+def write_cif(
+    path: Path | str,
+    objects: Iterable[CifObject | tuple[int, np.ndarray, np.ndarray]],
+    channels: Sequence[int] | None = None,
+    brightfield: Sequence[int] = (),
+    magnification: float = 40,
+) -> int:
+    """Write objects as a CIF file that this reader reads back exactly.
+
+    The layout follows IDEAS: a header IFD with the acquisition XML and the object count,
+    then per object an image IFD and a mask IFD, each followed by its strip.
+
+    Parameters
+    ----------
+    objects
+        ``CifObject`` or (object_id, image (C, H, W) uint16, mask (C, H, W) uint8); streamed.
+    channels
+        Instrument channel numbers (1-based) of the C channels; default 1..C.
+    brightfield
+        Instrument channels lit by the bright-field LED (recorded in the XML).
+
+    Returns the number of objects written.
+    """
+    items = iter(objects)
+    first = next(items, None)
+    n_channels = _unpack(first)[1].shape[0] if first is not None else len(channels or [1])
+    channels = list(channels) if channels is not None else list(range(1, n_channels + 1))
+    if len(channels) != n_channels:
+        raise ValueError(f"{len(channels)} channel numbers given for {n_channels}-channel objects")
+    with open(path, "wb") as out:
+        count_at, link_at = _write_header(out, _acquisition_xml(channels, brightfield, magnification))
+        n = 0
+        for item in itertools.chain([first] if first is not None else [], items):
+            object_id, image, mask = _unpack(item)
+            if image.ndim != 3 or image.shape != mask.shape or image.shape[0] != n_channels:
+                raise ValueError(
+                    f"object {n}: image {image.shape} and mask {mask.shape} must both be ({n_channels}, H, W)"
+                )
+            width, height = n_channels * image.shape[2], image.shape[1]
+            strip = encode_greyscale(_join_channels(image.astype(np.uint16)))
+            link_at = _write_object_ifd(out, link_at, 2, width, height, 16, GREYSCALE, strip, object_id)
+            strip = encode_mask(_join_channels(mask.astype(np.uint8)))
+            link_at = _write_object_ifd(out, link_at, 3, width, height, 8, MASK, strip, None)
+            n += 1
+        out.seek(count_at)
+        out.write(struct.pack("<I", n))
+    return n
+
+
+# -- writer internals ----------------------------------------------------------------------
+
+
+def _unpack(item: CifObject | tuple) -> tuple[int, np.ndarray, np.ndarray]:
+    if isinstance(item, CifObject):
+        return item.object_id, np.asarray(item.image), np.asarray(item.mask)
+    object_id, image, mask = item
+    return int(object_id), np.asarray(image), np.asarray(mask)
+
+
+def _acquisition_xml(channels: Sequence[int], brightfield: Sequence[int], magnification: float) -> bytes:
+    slots = max(12, max(channels, default=0))
+    name = f"_0_{slots - 1}"
+    in_use = " ".join("1" if k + 1 in channels else "0" for k in range(slots))
+    bf = " ".join("1" if k + 1 in brightfield else "0" for k in range(slots))
+    return (
+        f"<AcquisitionSettings><Imaging>"
+        f"<ChannelInUseIndicators{name}>{in_use} </ChannelInUseIndicators{name}>"
+        f"<BfLedIndicators{name}>{bf} </BfLedIndicators{name}></Imaging>"
+        f"<Magnification>{magnification:g}</Magnification></AcquisitionSettings>\0"
+    ).encode()
+
+
+def _write_header(out, xml: bytes) -> tuple[int, int]:
+    """Write IFD 0 at offset 8 with a dummy 1x1 image, as IDEAS does.
+
+    Returns the file positions of the object count (patched at the end) and of the
+    next-IFD pointer.
+    """
+    entries = [
+        (256, 4, 1, 1), (257, 4, 1, 1), (258, 3, 1, 16), (259, 3, 1, 1), (262, 3, 1, 1),
+        (273, 4, 1, 8), (277, 3, 1, 1), (278, 4, 1, 1), (279, 4, 1, 1),
+        (33002, 3, 1, 1), (33018, 4, 1, 0), (33027, 2, len(xml), 8 + 2 + 12 * 12 + 4),
+    ]  # fmt: skip
+    out.write(b"II*\x00" + struct.pack("<I", 8) + struct.pack("<H", len(entries)))
+    for entry in entries:
+        out.write(_ENTRY.pack(*entry))
+    link_at = out.tell()
+    out.write(struct.pack("<I", 0))
+    out.write(xml)
+    count_at = 8 + 2 + 12 * 10 + 8  # value field of entry 10 (tag 33018)
+    return count_at, link_at
+
+
+def _write_object_ifd(
+    out, link_at: int, kind: int, width: int, height: int, bits: int, code: int, strip: bytes,
+    object_id: int | None,
+) -> int:  # fmt: skip
+    """Append one IFD followed by its strip, link it from ``link_at``; return its own link position."""
+    out.seek(0, 2)
+    at = out.tell() + out.tell() % 2  # IFDs start on a word boundary
+    if at + len(strip) + 256 >= 2**32:
+        raise ValueError("write_cif writes files of at most 4 GiB")
+    entries = [
+        (256, 4, 1, width), (257, 4, 1, height), (258, 3, 1, bits), (259, 3, 1, code), (262, 3, 1, 1),
+        (273, 4, 1, 0), (277, 3, 1, 1), (278, 4, 1, height), (279, 4, 1, len(strip)), (33002, 3, 1, kind),
+    ]  # fmt: skip
+    if object_id is not None:
+        entries.append((33003, 4, 1, object_id))
+    strip_at = at + 2 + 12 * len(entries) + 4
+    out.write(b"\0" * (at - out.tell()) + struct.pack("<H", len(entries)))
+    for tag, kind_, count, value in entries:
+        out.write(_ENTRY.pack(tag, kind_, count, strip_at if tag == 273 else value))
+    own_link = out.tell()
+    out.write(struct.pack("<I", 0) + strip)
+    out.seek(link_at)
+    out.write(struct.pack("<I", at))
+    return own_link
+
+
+def _join_channels(stack: np.ndarray) -> np.ndarray:
+    """(C, H, W) -> (H, C*W): channels side by side, as in a CIF strip."""
+    c, h, w = stack.shape
+    return stack.transpose(1, 0, 2).reshape(h, c * w)
+
+
+def _split_channels(strip: np.ndarray, n_channels: int) -> np.ndarray:
+    """(H, C*W) -> (C, H, W)."""
+    h, width = strip.shape
+    return np.ascontiguousarray(strip.reshape(h, n_channels, width // n_channels).transpose(1, 0, 2))
+
+
+def _xml_text(xml: str, element: str) -> str | None:
+    """Text of the first element whose name starts with ``element`` (root names are scrambled)."""
+    match = re.search(rf"<({re.escape(element)}[\w.\-]*)>([^<]*)</\1>", xml)
+    return match.group(2) if match else None
+
+
+def _xml_flags(xml: str, element: str) -> list[bool] | None:
+    text = _xml_text(xml, element)
+    return None if text is None else [token == "1" for token in text.split()]
+
+
+def _is_number(text: str | None) -> bool:
+    try:
+        float(text)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return False
+    return True
