@@ -43,7 +43,10 @@ def bench_tiff(n_cells: int, channels: list[str], work: Path) -> dict:
     names = {k: v for k, v in PAPER_CHANNELS.items() if v in channels}
     per_sample = 1000
     settings = SimulationSettings(
-        patients=max(1, n_cells // per_sample), timepoints=("day0",), cells_per_sample=per_sample, channels=names
+        patients=max(1, n_cells // per_sample),
+        timepoints=("day0",),
+        cells_per_sample=per_sample,
+        channels=names,
     )
     raw = work / f"tiff_{n_cells}"
     t0 = time.perf_counter()
@@ -53,9 +56,16 @@ def bench_tiff(n_cells: int, channels: list[str], work: Path) -> dict:
     spec = ",".join(f"{k}:{v}" for k, v in names.items())
     wall, peak = run_ingest([*sources, "--channels", spec, "--out", str(work / f"store_tiff_{n_cells}")])
     n = settings.patients * per_sample
-    return {"reader": "tiff", "cells": n, "channels": len(names), "files": n * len(names),
-            "seconds": round(wall, 1), "cells_per_s": round(n / wall), "peak_rss_mib": round(peak),
-            "simulate_cells_per_s": round(n / simulate_s)}
+    return {
+        "reader": "tiff",
+        "cells": n,
+        "channels": len(names),
+        "files": n * len(names),
+        "seconds": round(wall, 1),
+        "cells_per_s": round(n / wall),
+        "peak_rss_mib": round(peak),
+        "simulate_cells_per_s": round(n / simulate_s),
+    }
 
 
 def bench_montage(n_cells: int, work: Path) -> dict:
@@ -63,19 +73,39 @@ def bench_montage(n_cells: int, work: Path) -> dict:
     root = work / f"montage_{copies}"
     for i in range(copies):
         for phase in JURKAT.iterdir():
-            target = root / f"{phase.name}" 
+            target = root / f"{phase.name}"
             target.mkdir(parents=True, exist_ok=True)
             for f in phase.iterdir():
                 os.symlink(f, target / f"{f.stem.split('_')[0]}_copy{i:03d}{f.suffix}")
-    wall, peak = run_ingest([str(root), "--format", "montage", "--grid", "30x30",
-                             "--channels", "3:BF,4:DNA,6:DF", "--out", str(work / f"store_montage_{copies}")])
+    wall, peak = run_ingest(
+        [
+            str(root),
+            "--format",
+            "montage",
+            "--grid",
+            "30x30",
+            "--channels",
+            "3:BF,4:DNA,6:DF",
+            "--out",
+            str(work / f"store_montage_{copies}"),
+        ]
+    )
     n = copies * JURKAT_CELLS
-    return {"reader": "montage", "cells": n, "channels": 3, "files": copies * 21,
-            "seconds": round(wall, 1), "cells_per_s": round(n / wall), "peak_rss_mib": round(peak)}
+    return {
+        "reader": "montage",
+        "cells": n,
+        "channels": 3,
+        "files": copies * 21,
+        "seconds": round(wall, 1),
+        "cells_per_s": round(n / wall),
+        "peak_rss_mib": round(peak),
+    }
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--cells", type=int, nargs="+", default=[10_000, 100_000])
     parser.add_argument("--channels", default="BF,DF,CD19", help="simulated channels for the tiff reader")
     parser.add_argument("--readers", default="montage,tiff")
@@ -91,7 +121,9 @@ def main() -> None:
                 print(json.dumps(results[-1]), flush=True)
     out = ROOT / "benchmarks" / "results"
     out.mkdir(exist_ok=True)
-    (out / "ingest_throughput.json").write_text(json.dumps({"cores": os.cpu_count(), "results": results}, indent=2))
+    (out / "ingest_throughput.json").write_text(
+        json.dumps({"cores": os.cpu_count(), "results": results}, indent=2)
+    )
 
 
 if __name__ == "__main__":

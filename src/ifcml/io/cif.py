@@ -16,6 +16,7 @@ wrong; nothing in a hostile file makes the reader crash, hang or allocate withou
 
 from __future__ import annotations
 
+import functools
 import itertools
 import mmap
 import re
@@ -24,13 +25,14 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import numba
 import numpy as np
 
 from ifcml.errors import InputError
 from ifcml.io.cif_codec import (
     StripError,
-    decode_greyscale,
-    decode_mask,
+    decode_greyscale_spans,
+    decode_mask_spans,
     encode_greyscale,
     encode_mask,
 )
@@ -56,7 +58,7 @@ _TYPE_FORMAT = {
     12: "d",
 }
 _TYPE_SIZE = {1: 1, 2: 1, 3: 2, 4: 4, 5: 8, 6: 1, 7: 1, 8: 2, 9: 4, 10: 8, 11: 4, 12: 8}
-_ENTRY = struct.Struct("<HHII")
+_ENTRY = struct.Struct("<HHII")  # one IFD entry: tag, type, count, value or offset
 
 
 class CifError(InputError):
@@ -100,10 +102,12 @@ class _Ifd:
         self.end = offset + 2 + 12 * n + 4
         if self.end > size:
             raise cif.error(what, f"IFD at {offset} with {n} entries runs past the end of the file")
-        self.entries = {}
-        for i in range(n):
-            tag, kind, count, value = _ENTRY.unpack_from(buf, offset + 2 + 12 * i)
-            self.entries[tag] = (kind, count, value, offset + 2 + 12 * i + 8)
+        fields = _entries_struct(n).unpack_from(buf, offset + 2)
+        # tag -> (type, count, value or offset, file position of the value field)
+        self.entries = {
+            fields[4 * i]: (fields[4 * i + 1], fields[4 * i + 2], fields[4 * i + 3], offset + 2 + 12 * i + 8)
+            for i in range(n)
+        }
         (self.next,) = struct.unpack_from("<I", buf, self.end - 4)
 
     def values(self, tag: int, default=None) -> tuple | None:
@@ -124,6 +128,9 @@ class _Ifd:
 
     def integer(self, tag: int, default: int | None = None) -> int:
         """The first value of an integer tag (types that store it wrongly are read as declared)."""
+        entry = self.entries.get(tag)
+        if entry is not None and entry[1] == 1 and entry[0] in (3, 4):  # fast path: one inline SHORT/LONG
+            return entry[2] & 0xFFFF if entry[0] == 3 else entry[2]
         values = self.values(tag)
         if not values:
             if default is None:
@@ -143,7 +150,7 @@ class CifFile:
 
     def __init__(self, path: Path | str):
         self.path = Path(path)
-        self.buffer = None
+        self.buffer = self._array = None
         try:
             self._file = open(self.path, "rb")
         except OSError as exc:
@@ -157,6 +164,8 @@ class CifFile:
                 raise self.error(None, "not a little-endian classic TIFF (CIF files start with II*)")
             self.header = _Ifd(self, struct.unpack_from("<I", self.buffer, 4)[0], "header")
             self._ifd_offsets = self._walk_chain()
+            self._ifd_array = np.array(self._ifd_offsets, dtype=np.int64)
+            self._array = np.frombuffer(self.buffer, dtype=np.uint8)  # zero-copy view for compiled code
             self.metadata = self._read_metadata()
         except BaseException:
             self.close()
@@ -302,21 +311,55 @@ class CifFile:
         for index in indices:
             if not 0 <= index < n:
                 raise IndexError(f"{self.path}: object {index} out of range (file has {n})")
-        plans = [self._plan(i) for i in indices]
-        shapes = [shape for _, shape, _, _ in plans]
-        try:
-            images = decode_greyscale([p[2] for p in plans], shapes)
-        except StripError as exc:
-            raise self.error(f"object {indices[exc.index]} image", exc.problem) from None
-        try:
-            masks = decode_mask([p[3] for p in plans], shapes)
-        except StripError as exc:
-            raise self.error(f"object {indices[exc.index]} mask", exc.problem) from None
+        object_ids, shapes, data, image_spans, mask_spans = self._locate(list(indices))
+        decoded, problem = [], None
+        for strip, decode, spans in (
+            ("image", decode_greyscale_spans, image_spans),
+            ("mask", decode_mask_spans, mask_spans),
+        ):
+            try:
+                decoded.append(decode(data, *spans, shapes))
+            except StripError as exc:  # raised below, once no frame holds a view of the mapped file
+                problem = (f"object {indices[exc.index]} {strip}", exc.problem)
+                break
+        if problem:
+            del data
+            raise self.error(*problem)
         c = self.metadata.n_channels
         return [
             CifObject(index, object_id, _split_channels(image, c), _split_channels(mask, c))
-            for index, (object_id, *_), image, mask in zip(indices, plans, images, masks, strict=True)
+            for index, object_id, image, mask in zip(indices, object_ids, *decoded, strict=True)
         ]
+
+    def _locate(self, indices: list[int]):
+        """Object ids, full-strip shapes, and where each object's two strips are.
+
+        The common layout (one strip per IFD, plain inline tags) is read by a compiled scan
+        straight from the mapped file; anything else, including every damaged IFD, goes through
+        the lenient Python reader, which also writes the precise error messages.
+        """
+        positions = np.array(indices, dtype=np.int64)
+        info, simple = _scan_objects(
+            self._array, self._ifd_array[2 * positions], self._ifd_array[2 * positions + 1],
+            self.metadata.n_channels, MAX_OBJECT_PIXELS, self.size > 2**32,
+        )  # fmt: skip
+        if simple.all():
+            object_ids = np.where(info[:, 0] >= 0, info[:, 0], positions).tolist()
+            shapes = list(zip(info[:, 1].tolist(), info[:, 2].tolist(), strict=True))
+            return object_ids, shapes, self._array, (info[:, 3], info[:, 4]), (info[:, 5], info[:, 6])
+        plans = [self._plan(i) for i in indices]
+        strips = [p[2] for p in plans] + [p[3] for p in plans]
+        lengths = np.array([len(strip) for strip in strips], dtype=np.int64)
+        ends = np.cumsum(lengths)
+        starts, k = ends - lengths, len(plans)
+        data = np.frombuffer(b"".join(strips), dtype=np.uint8)
+        return (
+            [p[0] for p in plans],
+            [p[1] for p in plans],
+            data,
+            (starts[:k], ends[:k]),
+            (starts[k:], ends[k:]),
+        )
 
     def __getitem__(self, index: int) -> CifObject:
         return self.read([index])[0]
@@ -363,8 +406,12 @@ class CifFile:
         return means, stds
 
     def close(self) -> None:
+        self._array = None  # release the view before unmapping
         if self.buffer is not None:
-            self.buffer.close()
+            try:
+                self.buffer.close()
+            except BufferError:  # a view is still referenced somewhere; unmapped when collected
+                pass
             self.buffer = None
         self._file.close()
 
@@ -506,6 +553,82 @@ def _write_object_ifd(
     return own_link
 
 
+@numba.njit(cache=True, nogil=True)
+def _scan_objects(buf, image_ifds, mask_ifds, n_channels, max_pixels, wrapped):  # pragma: no cover - compiled
+    """Read the image/mask IFD pairs of the common layout straight from the file bytes.
+
+    Returns info rows (object id or -1, height, width, image strip start, end, mask strip start,
+    end) and whether each pair is simple and valid; any other pair is left to the Python reader.
+    """
+    n = image_ifds.size
+    info = np.zeros((n, 7), np.int64)
+    simple = np.ones(n, np.bool_)
+    size = buf.size
+    for i in range(n):
+        for half in range(2):
+            offset = image_ifds[i] if half == 0 else mask_ifds[i]
+            if offset + 2 > size:
+                simple[i] = False
+                break
+            count = np.int64(buf[offset]) | (np.int64(buf[offset + 1]) << 8)
+            end = offset + 2 + 12 * count + 4
+            if end > size:
+                simple[i] = False
+                break
+            width = height = compression = strip = length = -1
+            object_id = -1
+            for e in range(count):
+                at = offset + 2 + 12 * e
+                tag = np.int64(buf[at]) | (np.int64(buf[at + 1]) << 8)
+                if tag not in (256, 257, 259, 273, 279, 33003):
+                    continue
+                kind = np.int64(buf[at + 2]) | (np.int64(buf[at + 3]) << 8)
+                values = np.int64(buf[at + 4]) | (np.int64(buf[at + 5]) << 8) | (np.int64(buf[at + 6]) << 16)
+                values |= np.int64(buf[at + 7]) << 24
+                if values != 1 or (kind != 3 and kind != 4):
+                    simple[i] = False
+                    break
+                value = np.int64(buf[at + 8]) | (np.int64(buf[at + 9]) << 8)
+                if kind == 4:
+                    value |= (np.int64(buf[at + 10]) << 16) | (np.int64(buf[at + 11]) << 24)
+                if tag == 256:
+                    width = value
+                elif tag == 257:
+                    height = value
+                elif tag == 259:
+                    compression = value
+                elif tag == 273:
+                    strip = value
+                elif tag == 279:
+                    length = value
+                else:
+                    object_id = value
+            if wrapped and strip >= 0 and strip < end:  # offsets of files over 4 GiB wrap at 2**32
+                strip += ((end - strip + 2**32 - 1) >> 32) << 32
+            expected = GREYSCALE if half == 0 else MASK
+            if (
+                not simple[i] or compression != expected or width <= 0 or height <= 0
+                or strip < 0 or length < 0 or strip + length > size
+                or width % n_channels != 0 or width * height > max_pixels
+            ):  # fmt: skip
+                simple[i] = False
+                break
+            if half == 0:
+                info[i, 0], info[i, 1], info[i, 2] = object_id, height, width
+                info[i, 3], info[i, 4] = strip, strip + length
+            else:
+                if height != info[i, 1] or width != info[i, 2]:
+                    simple[i] = False
+                info[i, 5], info[i, 6] = strip, strip + length
+    return info, simple
+
+
+@functools.lru_cache(maxsize=64)
+def _entries_struct(n: int) -> struct.Struct:
+    """A parser of ``n`` consecutive 12-byte IFD entries."""
+    return struct.Struct("<" + "HHII" * n)
+
+
 def _join_channels(stack: np.ndarray) -> np.ndarray:
     """(C, H, W) -> (H, C*W): channels side by side, as in a CIF strip."""
     c, h, w = stack.shape
@@ -513,9 +636,9 @@ def _join_channels(stack: np.ndarray) -> np.ndarray:
 
 
 def _split_channels(strip: np.ndarray, n_channels: int) -> np.ndarray:
-    """(H, C*W) -> (C, H, W)."""
+    """(H, C*W) -> (C, H, W), a view (no copy)."""
     h, width = strip.shape
-    return np.ascontiguousarray(strip.reshape(h, n_channels, width // n_channels).transpose(1, 0, 2))
+    return strip.reshape(h, n_channels, width // n_channels).transpose(1, 0, 2)
 
 
 def _xml_text(xml: str, element: str) -> str | None:

@@ -22,8 +22,9 @@ from collections.abc import Sequence
 import numba
 import numpy as np
 
-#: Longest number accepted, in nibbles (33 bits; real files need at most 7 for 16-bit differences).
-MAX_NIBBLES_PER_VALUE = 11
+#: Longest value accepted, in nibbles: 7 hold 21-bit two's complement, enough for any 2-D
+#: difference of 16-bit pixels (|d| <= 131070); longer ones cannot come from a 16-bit image.
+MAX_NIBBLES_PER_VALUE = 7
 
 
 class StripError(ValueError):
@@ -36,27 +37,27 @@ class StripError(ValueError):
 
 
 def decode_greyscale(strips: Sequence[bytes], shapes: Sequence[tuple[int, int]]) -> list[np.ndarray]:
-    """Decode 30817 strips into (height, width) uint16 images.
+    """Decode 30817 strips (each strip's bytes) into (height, width) uint16 images."""
+    return decode_greyscale_spans(*_concatenate(strips), shapes)
 
-    Parameters
-    ----------
-    strips
-        Each strip's bytes (several strips of one image already concatenated).
-    shapes
-        (height, width) of each strip's full image, width spanning all channels.
+
+def decode_greyscale_spans(
+    data: np.ndarray, starts: np.ndarray, ends: np.ndarray, shapes: Sequence[tuple[int, int]]
+) -> list[np.ndarray]:
+    """Decode 30817 strips lying at ``data[starts[i]:ends[i]]`` (e.g. a memory-mapped file).
+
+    ``shapes`` are (height, width) of each strip's full image, width spanning all channels.
+    Spans must lie inside ``data`` (the compiled decoder does not check).
     """
-    counts = np.array([h * w for h, w in shapes], dtype=np.int64)
-    lengths = np.array([len(s) for s in strips], dtype=np.int64)
+    counts, widths = _counts_and_widths(shapes)
+    lengths = ends - starts
     short = np.flatnonzero(2 * lengths < counts)
     if short.size:
         i = int(short[0])
         raise StripError(i, f"greyscale strip of {lengths[i]} bytes cannot hold {counts[i]} pixels")
-    data = np.frombuffer(b"".join(strips), dtype=np.uint8)
-    starts = np.concatenate([[0], np.cumsum(lengths)])
     out_starts = np.concatenate([[0], np.cumsum(counts)])
-    widths = np.array([w for _, w in shapes], dtype=np.int64)
     pixels = np.empty(int(out_starts[-1]), dtype=np.uint16)
-    status, detail = _decode_greyscale_kernel(data, starts, widths, out_starts, pixels)
+    status, detail = _decode_greyscale_kernel(data, starts, ends, widths, out_starts, pixels)
     bad = np.flatnonzero(status)
     if bad.size:
         i = int(bad[0])
@@ -66,70 +67,105 @@ def decode_greyscale(strips: Sequence[bytes], shapes: Sequence[tuple[int, int]])
             _TRAILING: f"greyscale strip has {detail[i]} nibbles of data after its last pixel",
         }[int(status[i])]
         raise StripError(i, problem)
+    return _split(pixels, out_starts, shapes)
+
+
+def _concatenate(strips: Sequence[bytes]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    lengths = np.array([len(s) for s in strips], dtype=np.int64)
+    ends = np.cumsum(lengths)
+    return np.frombuffer(b"".join(strips), dtype=np.uint8), ends - lengths, ends
+
+
+def _counts_and_widths(shapes: Sequence[tuple[int, int]]) -> tuple[np.ndarray, np.ndarray]:
+    array = np.array(shapes, dtype=np.int64).reshape(-1, 2)
+    return array[:, 0] * array[:, 1], array[:, 1]
+
+
+def _split(pixels: np.ndarray, out_starts: np.ndarray, shapes: Sequence[tuple[int, int]]) -> list[np.ndarray]:
     return [pixels[out_starts[i] : out_starts[i + 1]].reshape(shape) for i, shape in enumerate(shapes)]
 
 
 _ENDS_EARLY, _TOO_LONG, _TRAILING = 1, 2, 3
+# A byte whose two nibbles both lack the continuation bit holds two whole one-nibble values
+# (the common case); these tables give them sign-extended, low nibble first.
+_LOW_VALUE = np.array([(b & 15) - ((b & 4) << 1) for b in range(256)], dtype=np.int32)
+_HIGH_VALUE = np.array([(b >> 4) - (((b >> 4) & 4) << 1) for b in range(256)], dtype=np.int32)
 
 
 @numba.njit(cache=True, nogil=True)
-def _decode_greyscale_kernel(data, starts, widths, out_starts, pixels):  # pragma: no cover - compiled
-    """Decode each strip's nibble stream, then integrate it (rows, then columns).
+def _decode_greyscale_kernel(data, starts, ends, widths, out_starts, pixels):  # pragma: no cover - compiled
+    """Decode each strip's nibble stream into differences, then integrate them.
 
     Returns per-strip status (0 ok, or a problem code) and a detail number for the message.
     """
-    n = starts.size - 1
+    n = starts.size
     status = np.zeros(n, np.int64)
     detail = np.zeros(n, np.int64)
+    longest = 0
     for s in range(n):
-        count = out_starts[s + 1] - out_starts[s]
-        width = widths[s]
+        longest = max(longest, out_starts[s + 1] - out_starts[s])
+    diffs = np.empty(longest, np.int32)  # one strip at a time: stays in cache
+    for s in range(n):
         base = out_starts[s]
-        nibble = 2 * starts[s]
-        nibble_end = 2 * starts[s + 1]
-        row_sum = np.int64(0)
-        x = 0
-        for k in range(count):
-            if nibble >= nibble_end:
-                status[s] = _ENDS_EARLY
-                detail[s] = k
-                break
-            code = (np.int64(data[nibble >> 1]) >> (4 * (nibble & 1))) & 15
-            nibble += 1
-            if code < 8:  # the common one-nibble value
-                value = code - 8 if code & 4 else code
-            else:
-                value = code & 7
-                used = 1
-                while code >= 8:
-                    if used == MAX_NIBBLES_PER_VALUE:
-                        status[s] = _TOO_LONG
-                        break
-                    if nibble >= nibble_end:
-                        status[s] = _ENDS_EARLY
-                        break
-                    code = (np.int64(data[nibble >> 1]) >> (4 * (nibble & 1))) & 15
-                    nibble += 1
-                    value |= (code & 7) << (3 * used)
-                    used += 1
-                if status[s]:
-                    detail[s] = k
+        count = out_starts[s + 1] - base
+        position = starts[s]  # byte
+        end = ends[s]
+        high = False  # whether the next nibble is the high half of data[position]
+        k = 0
+        while k < count:
+            if not high:
+                if position >= end:
+                    status[s] = _ENDS_EARLY
                     break
-                if code & 4:
-                    value -= np.int64(1) << (3 * used)
-            # first the running sum of differences along the row ...
-            row_sum += value
-            pixels[base + k] = row_sum & 0xFFFF
-            x += 1
-            if x == width:
-                x = 0
-                row_sum = 0
-        if status[s] == 0 and nibble_end - nibble > 1:
+                byte = data[position]
+                if (byte & 0x88) == 0 and k + 1 < count:  # fast path: two one-nibble values
+                    diffs[k] = _LOW_VALUE[byte]
+                    diffs[k + 1] = _HIGH_VALUE[byte]
+                    k += 2
+                    position += 1
+                    continue
+            # general path: one value of one or more nibbles
+            value = np.int64(0)
+            used = 0
+            while True:
+                if high:
+                    code = np.int64(data[position]) >> 4
+                    position += 1
+                elif position < end:
+                    code = np.int64(data[position]) & 15
+                else:
+                    status[s] = _ENDS_EARLY
+                    break
+                high = not high
+                value |= (code & 7) << (3 * used)
+                used += 1
+                if code < 8:
+                    if code & 4:
+                        value -= np.int64(1) << (3 * used)
+                    break
+                if used == MAX_NIBBLES_PER_VALUE:
+                    status[s] = _TOO_LONG
+                    break
+            if status[s]:
+                break
+            diffs[k] = value
+            k += 1
+        if status[s]:
+            detail[s] = k
+            continue
+        left = 2 * (end - position) - (1 if high else 0)
+        if left > 1:
             status[s] = _TRAILING
-            detail[s] = nibble_end - nibble
-        if status[s] == 0:  # ... then down the columns (uint16 arithmetic wraps modulo 2**16)
-            for k in range(base + width, base + count):
-                pixels[k] += pixels[k - width]
+            detail[s] = left
+            continue
+        # pixel = running sum of its row's differences + the pixel above, modulo 2**16
+        width = widths[s]
+        for row in range(0, count, width):
+            row_sum = np.int64(0)
+            for i in range(row, row + width):
+                row_sum += diffs[i]
+                above = np.int64(pixels[base + i - width]) if row else np.int64(0)
+                pixels[base + i] = (above + row_sum) & 0xFFFF
     return status, detail
 
 
@@ -157,9 +193,16 @@ def encode_greyscale(image: np.ndarray) -> bytes:
 
 
 def decode_mask(strips: Sequence[bytes], shapes: Sequence[tuple[int, int]]) -> list[np.ndarray]:
-    """Decode 30818 strips into (height, width) uint8 masks."""
-    counts = np.array([h * w for h, w in shapes], dtype=np.int64)
-    lengths = np.array([len(s) for s in strips], dtype=np.int64)
+    """Decode 30818 strips (each strip's bytes) into (height, width) uint8 masks."""
+    return decode_mask_spans(*_concatenate(strips), shapes)
+
+
+def decode_mask_spans(
+    data: np.ndarray, starts: np.ndarray, ends: np.ndarray, shapes: Sequence[tuple[int, int]]
+) -> list[np.ndarray]:
+    """Decode 30818 strips lying at ``data[starts[i]:ends[i]]`` into (height, width) uint8 masks."""
+    counts, _ = _counts_and_widths(shapes)
+    lengths = ends - starts
     odd = np.flatnonzero(lengths % 2)
     if odd.size:
         i = int(odd[0])
@@ -168,18 +211,35 @@ def decode_mask(strips: Sequence[bytes], shapes: Sequence[tuple[int, int]]) -> l
     if too_big.size:
         i = int(too_big[0])
         raise StripError(i, f"mask strip of {lengths[i]} bytes cannot hold {counts[i]} pixels")
-    pairs = np.frombuffer(b"".join(strips), dtype=np.uint8).reshape(-1, 2)
-    runs = pairs[:, 1].astype(np.int64) + 1
-    pair_offsets = np.concatenate([[0], np.cumsum(lengths // 2)])
-    covered = np.concatenate([[0], np.cumsum(runs)])
-    totals = covered[pair_offsets[1:]] - covered[pair_offsets[:-1]]
-    bad = np.flatnonzero(totals != counts)
+    out_starts = np.concatenate([[0], np.cumsum(counts)])
+    pixels = np.empty(int(out_starts[-1]), dtype=np.uint8)
+    covered = _decode_mask_kernel(data, starts, ends, out_starts, pixels)
+    bad = np.flatnonzero(covered != counts)
     if bad.size:
         i = int(bad[0])
-        raise StripError(i, f"mask runs cover {totals[i]} pixels, expected {counts[i]}")
-    pixels = np.repeat(pairs[:, 0], runs)
-    offsets = np.concatenate([[0], np.cumsum(counts)])
-    return [pixels[offsets[i] : offsets[i + 1]].reshape(h, w) for i, (h, w) in enumerate(shapes)]
+        raise StripError(i, f"mask runs cover {covered[i]} pixels, expected {counts[i]}")
+    return _split(pixels, out_starts, shapes)
+
+
+@numba.njit(cache=True, nogil=True)
+def _decode_mask_kernel(data, starts, ends, out_starts, pixels):  # pragma: no cover - compiled
+    """Expand (value, run - 1) pairs; return the pixels each strip's runs cover.
+
+    Writing stops at a strip's end, so runs that overrun it are counted but never written.
+    """
+    n = starts.size
+    covered = np.zeros(n, np.int64)
+    for s in range(n):
+        base = out_starts[s]
+        room = out_starts[s + 1] - base
+        k = 0
+        for position in range(starts[s], ends[s], 2):
+            run = np.int64(data[position + 1]) + 1
+            if k + run <= room:
+                pixels[base + k : base + k + run] = data[position]
+            k += run
+        covered[s] = k
+    return covered
 
 
 def encode_mask(mask: np.ndarray) -> bytes:
