@@ -31,6 +31,7 @@ import numpy as np
 from ifcml.errors import InputError
 from ifcml.io.cif_codec import (
     StripError,
+    concatenate_strips,
     decode_greyscale_spans,
     decode_mask_spans,
     encode_greyscale,
@@ -348,11 +349,8 @@ class CifFile:
             shapes = list(zip(info[:, 1].tolist(), info[:, 2].tolist(), strict=True))
             return object_ids, shapes, self._array, (info[:, 3], info[:, 4]), (info[:, 5], info[:, 6])
         plans = [self._plan(i) for i in indices]
-        strips = [p[2] for p in plans] + [p[3] for p in plans]
-        lengths = np.array([len(strip) for strip in strips], dtype=np.int64)
-        ends = np.cumsum(lengths)
-        starts, k = ends - lengths, len(plans)
-        data = np.frombuffer(b"".join(strips), dtype=np.uint8)
+        data, starts, ends = concatenate_strips([p[2] for p in plans] + [p[3] for p in plans])
+        k = len(plans)
         return (
             [p[0] for p in plans],
             [p[1] for p in plans],

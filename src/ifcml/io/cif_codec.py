@@ -38,7 +38,7 @@ class StripError(ValueError):
 
 def decode_greyscale(strips: Sequence[bytes], shapes: Sequence[tuple[int, int]]) -> list[np.ndarray]:
     """Decode 30817 strips (each strip's bytes) into (height, width) uint16 images."""
-    return decode_greyscale_spans(*_concatenate(strips), shapes)
+    return decode_greyscale_spans(*concatenate_strips(strips), shapes)
 
 
 def decode_greyscale_spans(
@@ -70,7 +70,8 @@ def decode_greyscale_spans(
     return _split(pixels, out_starts, shapes)
 
 
-def _concatenate(strips: Sequence[bytes]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def concatenate_strips(strips: Sequence[bytes]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Strips joined into one buffer, with each strip's start and end in it (for ``*_spans``)."""
     lengths = np.array([len(s) for s in strips], dtype=np.int64)
     ends = np.cumsum(lengths)
     return np.frombuffer(b"".join(strips), dtype=np.uint8), ends - lengths, ends
@@ -194,7 +195,7 @@ def encode_greyscale(image: np.ndarray) -> bytes:
 
 def decode_mask(strips: Sequence[bytes], shapes: Sequence[tuple[int, int]]) -> list[np.ndarray]:
     """Decode 30818 strips (each strip's bytes) into (height, width) uint8 masks."""
-    return decode_mask_spans(*_concatenate(strips), shapes)
+    return decode_mask_spans(*concatenate_strips(strips), shapes)
 
 
 def decode_mask_spans(
