@@ -32,7 +32,9 @@ class CifSource:
             shapes = cif.shapes()
         instrument = self.metadata.channels
         self.channels = resolve_channels(instrument, channels, self.name)
-        self._picked = [instrument.index(k) for k in self.channels]
+        picked = [instrument.index(k) for k in self.channels]
+        # all channels in file order: keep the decoded views, no copy
+        self._picked = slice(None) if picked == list(range(len(instrument))) else picked
         self.max_height = max((h for h, _ in shapes), default=1)
         self.max_width = max((w for _, w in shapes), default=1)
         self.n_candidates = len(shapes)

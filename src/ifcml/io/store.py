@@ -17,6 +17,7 @@ import json
 import os
 import shutil
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +25,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import zarr
+from zarr.codecs import BloscCodec
 
 from ifcml import __version__
 from ifcml.errors import StoreError
@@ -31,6 +33,9 @@ from ifcml.io.sources import CellChunk, Source
 
 SCHEMA_VERSION = 1
 CHUNK_BYTES = 8 * 2**20
+# Blosc LZ4 with bit shuffling: on IFC images about 3x faster to write and 4x faster to read
+# than zarr's default zstd, for about 13 % more disk (measured on real CIF cells).
+COMPRESSORS = [BloscCodec(cname="lz4", clevel=5, shuffle="bitshuffle")]
 CELL_COLUMNS = pa.schema(
     [
         ("cell_id", pa.int64()),
@@ -161,6 +166,7 @@ def write_store(
     _remove_abandoned_siblings(out)
     tmp = out.parent / f".{out.name}.ingest-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
+    writer = None
     try:
         writer = _ChunkWriter(tmp, len(channels), height, width, has_masks, chunk_cells, sample_info)
         for source in sources:
@@ -169,6 +175,7 @@ def write_store(
                 if on_cells:
                     on_cells(len(chunk))
         n_cells, digest = writer.close()
+        writer = None
         meta = {
             "schema_version": SCHEMA_VERSION,
             "ifcml_version": __version__,
@@ -190,6 +197,8 @@ def write_store(
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
         _move_into_place(tmp, out)
     except BaseException:
+        if writer is not None:
+            writer.abort()
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return CellStore(out)
@@ -222,7 +231,12 @@ def _sample_lookup(samples: pd.DataFrame | None) -> dict[str, dict[str, str | No
 
 
 class _ChunkWriter:
-    """Buffers cells and writes whole, aligned zarr chunks and parquet row groups."""
+    """Buffers cells and writes whole, aligned zarr chunks and parquet row groups.
+
+    Writing (compression, hashing, disk) runs in one background thread while the next chunk is
+    read, so readers that release the GIL (the compiled CIF decoder, TIFF codecs) overlap with
+    it; at most one chunk is being written while one is assembled, so memory stays bounded.
+    """
 
     def __init__(
         self,
@@ -238,9 +252,13 @@ class _ChunkWriter:
         group = zarr.open_group(folder / "images.zarr", mode="w")
         shape = (0, n_channels, height, width)
         chunks = (chunk, n_channels, height, width)
-        self.images = group.create_array("images", shape=shape, chunks=chunks, dtype="uint16", fill_value=0)
+        self.images = group.create_array(
+            "images", shape=shape, chunks=chunks, dtype="uint16", fill_value=0, compressors=COMPRESSORS
+        )
         self.masks = (
-            group.create_array("masks", shape=shape, chunks=chunks, dtype="uint8", fill_value=0)
+            group.create_array(
+                "masks", shape=shape, chunks=chunks, dtype="uint8", fill_value=0, compressors=COMPRESSORS
+            )
             if masks
             else None
         )
@@ -251,6 +269,8 @@ class _ChunkWriter:
         self.pending: list[CellChunk] = []
         self.n_pending = 0
         self.hash = hashlib.sha256()
+        self.writer = ThreadPoolExecutor(1, thread_name_prefix="cellstore-writer")
+        self.writing: Future | None = None
 
     def add(self, chunk: CellChunk) -> None:
         self.pending.append(chunk)
@@ -259,10 +279,25 @@ class _ChunkWriter:
             self._flush(self.chunk)
 
     def close(self) -> tuple[int, str]:
-        if self.n_pending:
-            self._flush(self.n_pending)
-        self.table.close()
+        """Write what is left and wait for it; return (cells written, SHA-256 of the images)."""
+        try:
+            if self.n_pending:
+                self._flush(self.n_pending)
+            self._wait()
+        finally:
+            self.writer.shutdown(wait=True)
+            self.table.close()
         return self.n_written, self.hash.hexdigest()
+
+    def abort(self) -> None:
+        """Stop after the write in flight; the caller removes the folder."""
+        self.writer.shutdown(wait=True, cancel_futures=True)
+        self.table.close()
+
+    def _wait(self) -> None:
+        if self.writing is not None:
+            self.writing.result()  # re-raises a failed write here
+            self.writing = None
 
     def _take(self, n: int) -> list[CellChunk]:
         """Pop the first ``n`` pending cells, splitting a chunk where needed."""
@@ -304,15 +339,21 @@ class _ChunkWriter:
                 rows["height"].append(h)
                 rows["width"].append(w)
                 i += 1
-        stop = self.n_written + n
-        self.images.resize((stop, n_channels, height, width))
-        self.images[self.n_written : stop] = images
+        self._wait()
+        self.writing = self.writer.submit(
+            self._write, self.n_written, images, masks, pa.table(rows, schema=CELL_COLUMNS)
+        )
+        self.n_written += n
+
+    def _write(self, start: int, images: np.ndarray, masks: np.ndarray | None, rows: pa.Table) -> None:
+        stop = start + len(images)
+        self.images.resize((stop, *self.images.shape[1:]))
+        self.images[start:stop] = images
         if masks is not None:
-            self.masks.resize((stop, n_channels, height, width))
-            self.masks[self.n_written : stop] = masks
-        self.hash.update(images.tobytes())
-        self.table.write_table(pa.table(rows, schema=CELL_COLUMNS))
-        self.n_written = stop
+            self.masks.resize((stop, *self.masks.shape[1:]))
+            self.masks[start:stop] = masks
+        self.hash.update(images.data)  # contiguous: hashed in place, no copy
+        self.table.write_table(rows)
 
 
 def _slice_chunk(chunk: CellChunk, start: int, stop: int) -> CellChunk:
