@@ -99,8 +99,6 @@ def cif_objects(draw):
     objects = []
     for object_id in range(draw(st.integers(1, 4))):
         h, w = draw(st.integers(1, 200)), draw(st.integers(1, 200))
-        if h * w * n_channels > 60_000:  # keep each example small; sizes up to 200 still drawn
-            h = max(1, 60_000 // (w * n_channels))
         seed = draw(st.integers(0, 2**32 - 1))
         rng = np.random.default_rng(seed)
         style = draw(st.sampled_from(["uniform", "smooth", "extreme"]))
@@ -115,7 +113,7 @@ def cif_objects(draw):
     return objects
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(objects=cif_objects())
 def test_round_trip_of_random_objects(tmp_path_factory, objects):
     path = tmp_path_factory.mktemp("rt") / "random.cif"

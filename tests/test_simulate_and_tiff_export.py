@@ -133,3 +133,13 @@ def test_simulate_straight_to_store(tmp_path, ifcml, fmt):
     assert code == 0, err
     store = CellStore(out)
     assert store.n_cells == 10 and store.masks is not None and store.cells["patient"].iloc[0] == "P01"
+
+
+def test_a_channel_looks_the_same_whichever_other_channels_are_rendered():
+    label_free = SimulatedSource(SimulationSettings(**{**SMALL.__dict__, "channels": {1: "BF", 6: "DF"}}))
+    everything = SimulatedSource(SMALL)
+    df = list(everything.channels.values()).index("DF")
+    for few, many in zip(label_free.chunks(64), everything.chunks(64), strict=True):
+        for a, b in zip(few.images, many.images, strict=True):
+            np.testing.assert_array_equal(a[0], b[0])
+            np.testing.assert_array_equal(a[1], b[df])

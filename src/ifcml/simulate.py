@@ -251,6 +251,25 @@ class _Acquisition:
         )
 
 
+@dataclass
+class _Cells:
+    """Geometry and texture of a batch of cells on a ``side x side`` canvas (arrays are (N, side, side))."""
+
+    types: list[_CellType]
+    edge: np.ndarray  # signed distance to the outline, pixels (negative inside)
+    inside: np.ndarray  # soft cell indicator
+    nucleus: np.ndarray  # soft nucleus indicator
+    texture: np.ndarray  # smooth unit-variance noise
+    mask: np.ndarray  # hard cell mask, uint8
+
+    def per_cell(self, values) -> np.ndarray:
+        return np.asarray(values, dtype=np.float64)[:, None, None]
+
+    @property
+    def chromatin(self) -> np.ndarray:
+        return self.per_cell([t.chromatin for t in self.types])
+
+
 def _render(
     kinds: list[str],
     acq: _Acquisition,
@@ -258,11 +277,37 @@ def _render(
     size_range: tuple[int, int],
     rng: np.random.Generator,
 ) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """Render cells of the given kinds, vectorised over the batch."""
-    n, side = len(kinds), size_range[1]
-    types = [_TYPES[k] for k in kinds]
+    """Render cells of the given kinds, vectorised over the batch.
+
+    Each paper channel draws from its own child generator, so a channel's pixels do not depend
+    on which other channels are rendered.
+    """
+    channel_rngs = dict(zip(PAPER_CHANNELS.values(), rng.spawn(len(PAPER_CHANNELS)), strict=True))
+    n = len(kinds)
     heights = rng.integers(size_range[0], size_range[1] + 1, n)
     widths = rng.integers(size_range[0], size_range[1] + 1, n)
+    cells = _draw_cells([_TYPES[k] for k in kinds], heights, widths, size_range[1], rng)
+    planes = []
+    for name in channels.values():
+        plane_rng = channel_rngs[name]
+        plane, noise_sd = _PLANES.get(name, _marker)(cells, acq, name, plane_rng)
+        if acq.focus > 0.05:
+            plane = ndimage.gaussian_filter(plane, (0, acq.focus, acq.focus))
+        plane = acq.gain * plane + plane_rng.normal(0, noise_sd, plane.shape)
+        planes.append(np.clip(np.rint(plane), 0, 65535).astype(np.uint16))
+    stack = np.stack(planes, axis=1)
+    images = [stack[i, :, : heights[i], : widths[i]] for i in range(n)]
+    masks = [
+        np.repeat(cells.mask[i : i + 1, : heights[i], : widths[i]], len(channels), axis=0) for i in range(n)
+    ]
+    return images, masks
+
+
+def _draw_cells(
+    types: list[_CellType], heights: np.ndarray, widths: np.ndarray, side: int, rng: np.random.Generator
+) -> _Cells:
+    """Outline (a rotated ellipse), nucleus (one to three lobes) and texture of each cell."""
+    n = len(types)
     radius = np.array([rng.normal(*t.radius) for t in types]).clip(4.0, side / 2.5)
     stretch = 1 + np.array([t.elongation for t in types]) * rng.uniform(0, 1, n)
     angle = rng.uniform(0, np.pi, n)
@@ -270,77 +315,73 @@ def _render(
     cx = widths / 2 + rng.normal(0, 1.0, n)
     yy, xx = np.mgrid[0:side, 0:side].astype(np.float32)
 
-    def elliptic(dy_c, dx_c, a, b, theta):
-        dy = yy[None] - dy_c[:, None, None]
-        dx = xx[None] - dx_c[:, None, None]
-        cos, sin = np.cos(theta)[:, None, None], np.sin(theta)[:, None, None]
+    def elliptic(centre_y, centre_x, a, b):
+        dy = yy[None] - centre_y[:, None, None]
+        dx = xx[None] - centre_x[:, None, None]
+        cos, sin = np.cos(angle)[:, None, None], np.sin(angle)[:, None, None]
         u = (dx * cos + dy * sin) / a[:, None, None]
         v = (-dx * sin + dy * cos) / b[:, None, None]
         return np.sqrt(u * u + v * v)
 
-    cell_r = elliptic(cy, cx, radius * stretch, radius, angle)
-    edge = (cell_r - 1) * radius[:, None, None]  # signed distance to the outline, pixels
+    cell_r = elliptic(cy, cx, radius * stretch, radius)
+    edge = (cell_r - 1) * radius[:, None, None]
     inside = _smooth_step(-edge)
 
     nucleus_r = np.full_like(cell_r, np.inf)
     lobes = np.array([t.lobes for t in types])
     ratio = np.array([t.nucleus_ratio for t in types])
+    lobe_radius = radius * ratio * np.where(lobes > 1, 0.75, 1.0)
     for lobe in range(3):
-        spread = np.where(lobes > 1, 0.45 * radius, 0.0)
+        spread = np.where(lobe < lobes, np.where(lobes > 1, 0.45 * radius, 0.0), 0.0)
         phase = rng.uniform(0, 2 * np.pi, n)
-        use = lobe < lobes
-        ly = cy + np.where(use, spread * np.sin(phase), 0.0)
-        lx = cx + np.where(use, spread * np.cos(phase), 0.0)
-        lobe_radius = radius * ratio * np.where(lobes > 1, 0.75, 1.0)
-        nucleus_r = np.minimum(nucleus_r, elliptic(ly, lx, lobe_radius, lobe_radius * 0.9, angle))
+        lobe_r = elliptic(
+            cy + spread * np.sin(phase), cx + spread * np.cos(phase), lobe_radius, lobe_radius * 0.9
+        )
+        nucleus_r = np.minimum(nucleus_r, lobe_r)
     nucleus = _smooth_step((1 - nucleus_r) * (radius * ratio)[:, None, None]) * inside
 
     texture = ndimage.gaussian_filter(rng.standard_normal((n, side, side)).astype(np.float32), (0, 1.2, 1.2))
     texture /= texture.std(axis=(1, 2), keepdims=True) + 1e-6
-    chromatin = np.array([t.chromatin for t in types])[:, None, None]
+    return _Cells(types, edge, inside, nucleus, texture, (cell_r <= 1).astype(np.uint8))
 
-    planes = {}
-    for name in channels.values():
-        if name == "BF":
-            rim = np.exp(-((edge / 1.3) ** 2))
-            halo = np.exp(-(((edge - 2.2) / 1.2) ** 2))
-            brightness = np.array([t.brightness for t in types])[:, None, None]
-            relative = (
-                1.0
-                - 0.06 * inside * (2 - brightness)
-                + 0.05 * inside * texture * (0.5 + chromatin)
-                - 0.10 * nucleus
-                - 0.30 * rim
-                + 0.10 * halo
-            )
-            plane = acq.background * relative
-            noise_sd = 6.0
-        elif name == "DF":
-            density = np.array([t.granularity for t in types])[:, None, None]
-            grains = (rng.uniform(0, 1, (n, side, side)) < 0.12 * density) * inside
-            speckle = ndimage.gaussian_filter(grains.astype(np.float32), (0, 0.8, 0.8))
-            plane = 40 + acq.offset + 900 * speckle + 25 * inside * (1 + 0.5 * texture)
-            noise_sd = 3.0
-        elif name == "DAPI":
-            plane = 35 + acq.offset + 420 * nucleus * (1 + chromatin * 0.6 * texture).clip(0.2)
-            noise_sd = 4.0
-        else:
-            level = np.array([_marker_level(t, name, rng) for t in types])[:, None, None]
-            membrane = np.exp(-((edge / 1.6) ** 2)) + 0.25 * inside
-            plane = 30 + acq.offset + 260 * level * membrane
-            noise_sd = 3.0
-        if acq.focus > 0.05:
-            plane = ndimage.gaussian_filter(plane, (0, acq.focus, acq.focus))
-        plane = acq.gain * plane + rng.normal(0, noise_sd, plane.shape)
-        planes[name] = np.clip(np.rint(plane), 0, 65535).astype(np.uint16)
 
-    stack = np.stack([planes[name] for name in channels.values()], axis=1)
-    cell_mask = (cell_r <= 1).astype(np.uint8)
-    images = [stack[i, :, : heights[i], : widths[i]] for i in range(n)]
-    masks = [
-        np.repeat(cell_mask[i : i + 1, : heights[i], : widths[i]], len(channels), axis=0) for i in range(n)
-    ]
-    return images, masks
+def _bright_field(cells: _Cells, acq: _Acquisition, name: str, rng: np.random.Generator):
+    """Dark refractive rim with a faint halo outside, textured cytoplasm, darker nucleus."""
+    rim = np.exp(-((cells.edge / 1.3) ** 2))
+    halo = np.exp(-(((cells.edge - 2.2) / 1.2) ** 2))
+    brightness = cells.per_cell([t.brightness for t in cells.types])
+    relative = (
+        1.0
+        - 0.06 * cells.inside * (2 - brightness)
+        + 0.05 * cells.inside * cells.texture * (0.5 + cells.chromatin)
+        - 0.10 * cells.nucleus
+        - 0.30 * rim
+        + 0.10 * halo
+    )
+    return acq.background * relative, 6.0
+
+
+def _dark_field(cells: _Cells, acq: _Acquisition, name: str, rng: np.random.Generator):
+    """Side-scatter speckle whose density grows with the cell's granularity."""
+    density = cells.per_cell([t.granularity for t in cells.types])
+    grains = (rng.uniform(0, 1, cells.edge.shape) < 0.12 * density) * cells.inside
+    speckle = ndimage.gaussian_filter(grains.astype(np.float32), (0, 0.8, 0.8))
+    return 40 + acq.offset + 900 * speckle + 25 * cells.inside * (1 + 0.5 * cells.texture), 3.0
+
+
+def _dapi(cells: _Cells, acq: _Acquisition, name: str, rng: np.random.Generator):
+    """Nuclear stain with chromatin texture (condensed and fragmented in dead cells)."""
+    return 35 + acq.offset + 420 * cells.nucleus * (1 + cells.chromatin * 0.6 * cells.texture).clip(0.2), 4.0
+
+
+def _marker(cells: _Cells, acq: _Acquisition, name: str, rng: np.random.Generator):
+    """A surface antigen: bright at the membrane, faint inside, at the cell type's expression level."""
+    level = cells.per_cell([_marker_level(t, name, rng) for t in cells.types])
+    membrane = np.exp(-((cells.edge / 1.6) ** 2)) + 0.25 * cells.inside
+    return 30 + acq.offset + 260 * level * membrane, 3.0
+
+
+_PLANES = {"BF": _bright_field, "DF": _dark_field, "DAPI": _dapi}
 
 
 def _smooth_step(distance: np.ndarray) -> np.ndarray:
