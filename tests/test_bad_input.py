@@ -88,3 +88,33 @@ def test_requested_channel_absent(tmp_path, ifcml):
         "ingest", tmp_path / "acq", "--grid", "2x2", "--channels", "3:BF,9:DF", "--out", tmp_path / "s"
     )
     _assert_clean_failure(code, err, tmp_path / "s", "Ch9", "Ch3")
+
+
+def _export(root, objects=(1, 2), channels=(1, 6)):
+    import tifffile
+
+    (root / "blast").mkdir(parents=True)
+    for number in objects:
+        for k in channels:
+            tifffile.imwrite(root / "blast" / f"s_{number}_Ch{k}.ome.tif", _tiles(1)[0])
+
+
+def test_tiff_export_object_missing_a_channel(tmp_path, ifcml):
+    _export(tmp_path / "sample")
+    (tmp_path / "sample" / "blast" / "s_2_Ch6.ome.tif").unlink()
+    code, _, err = ifcml("ingest", tmp_path / "sample", "--out", tmp_path / "s")
+    _assert_clean_failure(code, err, tmp_path / "s", "object 2", "s_2_Ch6.ome.tif")
+
+
+def test_tiff_export_unreadable_file_found_by_a_reading_process(tmp_path, ifcml):
+    _export(tmp_path / "sample")
+    bad = tmp_path / "sample" / "blast" / "s_1_Ch6.ome.tif"
+    bad.write_bytes(b"not a tiff at all")
+    code, _, err = ifcml("ingest", tmp_path / "sample", "--out", tmp_path / "s")
+    _assert_clean_failure(code, err, tmp_path / "s", bad, "not a readable TIFF")
+
+
+def test_label_given_for_a_folder_source(tmp_path, ifcml):
+    _export(tmp_path / "sample")
+    code, _, err = ifcml("ingest", tmp_path / "sample", "--label", "x", "--out", tmp_path / "s")
+    _assert_clean_failure(code, err, tmp_path / "s", "--label applies to CIF files")

@@ -369,16 +369,28 @@ class CifFile:
         """All objects in file order, decoded ``batch`` at a time.
 
         When a batch holds a damaged object, the objects before it are still yielded, then
-        the :class:`CifError` for it is raised.
+        the :class:`CifError` for it is raised. Pages of the file already decoded are handed
+        back, so the resident memory of a long read does not grow with the file.
         """
+        released = 0
         for start in range(0, len(self), batch):
-            indices = list(range(start, min(start + batch, len(self))))
+            stop = min(start + batch, len(self))
+            indices = list(range(start, stop))
             try:
                 yield from self.read(indices)
             except CifError:
                 for index in indices:  # yield the good prefix, then raise at the damaged object
                     yield self.read([index])[0]
                 raise
+            # IFDs and strips are laid out in file order: all before the next IFD is done with
+            done = (
+                (self._ifd_offsets[2 * stop] if stop < len(self) else self.size)
+                // mmap.PAGESIZE
+                * mmap.PAGESIZE
+            )
+            if done > released and self.buffer is not None:
+                self.buffer.madvise(mmap.MADV_DONTNEED, released, done - released)
+                released = done
 
     def shapes(self) -> list[tuple[int, int]]:
         """(height, width) of every object, per channel, from the IFDs alone."""

@@ -7,11 +7,12 @@ holding its files (none when they sit directly in the folder given).
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import re
 from collections import defaultdict
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +24,7 @@ from ifcml.io.sources import CellChunk, label_folders_without, require_dir
 from ifcml.io.tiffio import read_uint16_tiff, tiff_shape
 
 EXPORT_NAME = re.compile(r"^(.*)_(\d+)_Ch(\d+)(?:\.ome)?\.tiff?$", re.IGNORECASE)
+_TASK_CELLS = 64  # cells per task sent to a reading process
 
 
 @dataclass(frozen=True)
@@ -44,12 +46,12 @@ class TiffExportSource:
         root: Path,
         channels: dict[int, str] | None = None,
         instance: str | None = None,
-        threads: int | None = None,
+        workers: int | None = None,
     ):
         self.root = require_dir(Path(root), "a folder of per-cell <name>_<object>_Ch<k>.ome.tif files")
         self.name = str(self.root)
         self.instance = instance or self.root.resolve().name
-        self.threads = threads or min(8, (os.cpu_count() or 1) * 2)
+        self.workers = workers or os.cpu_count() or 1
         groups = self._find_files()
         available = sorted({k for files in groups.values() for k in files})
         self.channels = resolve_channels(available, channels, self.name)
@@ -92,10 +94,10 @@ class TiffExportSource:
         return cells
 
     def _check_sizes(self) -> tuple[int, int]:
-        with ThreadPoolExecutor(self.threads) as pool:
-            shapes = list(pool.map(lambda cell: [tiff_shape(p) for p in cell.files], self.cells))
-        for cell, cell_shapes in zip(self.cells, shapes, strict=False):
-            for path, shape in zip(cell.files, cell_shapes, strict=False):
+        with self._pool() as pool:
+            shapes = [s for batch in pool.map(_shapes_of, self._batches(self.cells)) for s in batch]
+        for cell, cell_shapes in zip(self.cells, shapes, strict=True):
+            for path, shape in zip(cell.files, cell_shapes, strict=True):
                 if len(shape) != 2:
                     raise InputError(f"{path}: expected a 2-D greyscale cell image, got shape {shape}")
                 if shape != cell_shapes[0]:
@@ -103,24 +105,28 @@ class TiffExportSource:
                         f"{path}: {shape[0]}x{shape[1]} pixels, but {cell.files[0].name} of the same "
                         f"cell is {cell_shapes[0][0]}x{cell_shapes[0][1]}"
                     )
-        heights = [s[0][0] for s in shapes]
-        widths = [s[0][1] for s in shapes]
-        return max(heights), max(widths)
-
-    def _read_cell(self, cell: _Cell) -> np.ndarray:
-        return np.stack([read_uint16_tiff(p) for p in cell.files])
+        return max(s[0][0] for s in shapes), max(s[0][1] for s in shapes)
 
     def chunks(self, chunk_cells: int) -> Iterator[CellChunk]:
-        with ThreadPoolExecutor(self.threads) as pool:
+        with self._pool() as pool:
             for start in range(0, len(self.cells), chunk_cells):
                 part = self.cells[start : start + chunk_cells]
                 yield CellChunk(
-                    images=list(pool.map(self._read_cell, part)),
+                    images=[image for batch in pool.map(_read_cells, self._batches(part)) for image in batch],
                     object_numbers=[c.object_number for c in part],
                     labels=[None if c.folder == self.root else c.folder.name for c in part],
                     instances=[self.instance] * len(part),
                     sources=[str(c.files[0]) for c in part],
                 )
+
+    def _pool(self) -> ProcessPoolExecutor:
+        # TIFF parsing holds the GIL, so files are read in processes; forkserver because the
+        # parent has threads (the store writer) that a plain fork would copy mid-flight
+        return ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("forkserver"))
+
+    @staticmethod
+    def _batches(cells: list[_Cell]) -> list[list[tuple[Path, ...]]]:
+        return [[c.files for c in cells[i : i + _TASK_CELLS]] for i in range(0, len(cells), _TASK_CELLS)]
 
     def provenance(self) -> dict:
         n_bytes = sum(p.stat().st_size for c in self.cells for p in c.files)
@@ -131,3 +137,11 @@ class TiffExportSource:
             "n_files": len(self.cells) * len(self.channels),
             "bytes": n_bytes,
         }
+
+
+def _shapes_of(cells: list[tuple[Path, ...]]) -> list[list[tuple[int, ...]]]:
+    return [[tiff_shape(path) for path in files] for files in cells]
+
+
+def _read_cells(cells: list[tuple[Path, ...]]) -> list[np.ndarray]:
+    return [np.stack([read_uint16_tiff(path) for path in files]) for files in cells]
