@@ -168,6 +168,7 @@ class CifFile:
             self._ifd_array = np.array(self._ifd_offsets, dtype=np.int64)
             self._array = np.frombuffer(self.buffer, dtype=np.uint8)  # zero-copy view for compiled code
             self.metadata = self._read_metadata()
+            self._release(0, self.size)  # the walk touched pages all over the file
         except BaseException:
             self.close()
             raise
@@ -191,27 +192,30 @@ class CifFile:
     # -- structure ------------------------------------------------------------------------
 
     def _walk_chain(self) -> list[int]:
+        """Offsets of every IFD after the header, following the chain once."""
         offsets, seen = [], {self.header.offset}
-        position, at_least = self.header.next, self.header.end
+        position, at_least, released = self.header.next, self.header.end, 0
         while position:
             position = self.unwrap(position, at_least)
+            problem = None
             if position in seen:
-                raise self.error(f"IFD {len(offsets) + 1}", f"IFD chain loops back to offset {position}")
-            what = f"object {len(offsets) // 2}"
-            if len(offsets) >= MAX_IFDS:
-                raise self.error(what, f"more than {MAX_IFDS} IFDs; not a CIF file ifcml can read")
-            if position + 6 > self.size:
-                raise self.error(
-                    what, f"IFD offset {position} is past the end of the file ({self.size} bytes)"
-                )
+                problem = f"IFD chain loops back to offset {position}"
+            elif len(offsets) >= MAX_IFDS:
+                problem = f"more than {MAX_IFDS} IFDs; not a CIF file ifcml can read"
+            elif position + 6 > self.size:
+                problem = f"IFD offset {position} is past the end of the file ({self.size} bytes)"
+            else:
+                (n,) = struct.unpack_from("<H", self.buffer, position)
+                at_least = position + 2 + 12 * n + 4
+                if at_least > self.size:
+                    problem = f"IFD at {position} runs past the end of the file"
+            if problem:
+                raise self.error(f"object {len(offsets) // 2}", problem)
             seen.add(position)
             offsets.append(position)
-            (n,) = struct.unpack_from("<H", self.buffer, position)
-            end = position + 2 + 12 * n + 4
-            if end > self.size:
-                raise self.error(what, f"IFD at {position} runs past the end of the file")
-            (position,) = struct.unpack_from("<I", self.buffer, end - 4)
-            at_least = end
+            (position,) = struct.unpack_from("<I", self.buffer, at_least - 4)
+            if len(offsets) % 4096 == 0:  # keep the walk's resident pages bounded
+                released = self._release(released, offsets[-1])
         if len(offsets) % 2:
             raise self.error(
                 f"object {len(offsets) // 2}", "image IFD has no mask IFD after it (file truncated?)"
@@ -383,21 +387,36 @@ class CifFile:
                     yield self.read([index])[0]
                 raise
             # IFDs and strips are laid out in file order: all before the next IFD is done with
-            done = (
-                (self._ifd_offsets[2 * stop] if stop < len(self) else self.size)
-                // mmap.PAGESIZE
-                * mmap.PAGESIZE
-            )
-            if done > released and self.buffer is not None:
-                self.buffer.madvise(mmap.MADV_DONTNEED, released, done - released)
-                released = done
+            done = self._ifd_offsets[2 * stop] if stop < len(self) else self.size
+            released = self._release(released, done)
+
+    def _release(self, start: int, stop: int) -> int:
+        """Hand the mapped pages of [start, stop) back to the OS (they stay in the page cache).
+
+        Scans and long reads would otherwise leave the whole file resident in this process.
+        Returns the page-aligned end of what was released.
+        """
+        first = start // mmap.PAGESIZE * mmap.PAGESIZE
+        end = stop // mmap.PAGESIZE * mmap.PAGESIZE
+        if end > first and self.buffer is not None:
+            self.buffer.madvise(mmap.MADV_DONTNEED, first, end - first)
+        return max(end, start)
+
+    def _image_ifds(self) -> Iterator[tuple[int, _Ifd]]:
+        """Every object's image IFD, in file order, keeping the resident pages bounded."""
+        released = 0
+        for index in range(len(self)):
+            offset = self._ifd_offsets[2 * index]
+            yield index, _Ifd(self, offset, f"object {index} image IFD")
+            if index % 4096 == 4095:
+                released = self._release(released, offset)
+        self._release(0, self.size)
 
     def shapes(self) -> list[tuple[int, int]]:
         """(height, width) of every object, per channel, from the IFDs alone."""
         c = self.metadata.n_channels
         shapes = []
-        for index in range(len(self)):
-            ifd = _Ifd(self, self._ifd_offsets[2 * index], f"object {index} image IFD")
+        for index, ifd in self._image_ifds():
             height, width = self._shape(ifd, f"object {index}")
             shapes.append((height, width // c))
         return shapes
@@ -407,8 +426,7 @@ class CifFile:
         c = self.metadata.n_channels
         means = np.full((len(self), c), np.nan)
         stds = np.full((len(self), c), np.nan)
-        for index in range(len(self)):
-            ifd = _Ifd(self, self._ifd_offsets[2 * index], f"object {index} image IFD")
+        for index, ifd in self._image_ifds():
             for tag, out in ((33052, means), (33053, stds)):
                 values = ifd.values(tag, ())
                 if len(values) >= c:
