@@ -17,10 +17,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from ifcml.io.cif import write_cif
@@ -31,12 +33,15 @@ JURKAT = ROOT.parent / "shared" / "data" / "jurkat_ifc" / "Experiment_1"
 JURKAT_CELLS = 3419
 
 
-def run_ingest(args: list[str]) -> tuple[float, float]:
-    """Run ``ifcml ingest`` in a fresh child; return (wall seconds, the child's peak RSS in MiB)."""
+def run_ingest(args: list[str], cores: int) -> tuple[float, float]:
+    """Run ``ifcml ingest`` in a fresh child pinned to ``cores`` cores; return (wall s, its peak RSS MiB)."""
     start = time.perf_counter()
     with tempfile.TemporaryFile() as errors:
         child = subprocess.Popen(
-            [sys.executable, "-m", "ifcml.cli", "ingest", *args], stdout=subprocess.DEVNULL, stderr=errors
+            [sys.executable, "-m", "ifcml.cli", "ingest", *args],
+            stdout=subprocess.DEVNULL,
+            stderr=errors,
+            preexec_fn=lambda: os.sched_setaffinity(0, range(cores)),
         )
         _, status, usage = os.wait4(child.pid, 0)  # this child's own resource usage
         wall = time.perf_counter() - start
@@ -46,11 +51,16 @@ def run_ingest(args: list[str]) -> tuple[float, float]:
     return wall, usage.ru_maxrss / 1024
 
 
-def result(reader: str, cells: int, channels: int, files: int, wall: float, peak: float, **extra) -> dict:
-    return {
-        "reader": reader, "cells": cells, "channels": channels, "files": files, "seconds": round(wall, 1),
-        "cells_per_s": round(cells / wall), "peak_rss_mib": round(peak), **extra,
-    }  # fmt: skip
+@dataclass
+class Input:
+    """A prepared input: the ingest arguments (without --out) and what it holds."""
+
+    reader: str
+    args: list[str]
+    cells: int
+    channels: int
+    files: int
+    extra: dict
 
 
 def simulation(n_cells: int, channels: list[str]) -> SimulationSettings:
@@ -67,7 +77,7 @@ def channel_spec(settings: SimulationSettings) -> str:
     return ",".join(f"{k}:{v}" for k, v in settings.channels.items())
 
 
-def bench_montage(n_cells: int, work: Path) -> dict:
+def montage_input(n_cells: int, work: Path) -> Input:
     copies = max(1, round(n_cells / JURKAT_CELLS))
     root = work / f"montage_{copies}"
     for i in range(copies):
@@ -76,24 +86,11 @@ def bench_montage(n_cells: int, work: Path) -> dict:
             target.mkdir(parents=True, exist_ok=True)
             for f in phase.iterdir():
                 os.symlink(f, target / f"{f.stem.split('_')[0]}_copy{i:03d}{f.suffix}")
-    out = work / f"store_montage_{copies}"
-    wall, peak = run_ingest(
-        [
-            str(root),
-            "--format",
-            "montage",
-            "--grid",
-            "30x30",
-            "--channels",
-            "3:BF,4:DNA,6:DF",
-            "--out",
-            str(out),
-        ]
-    )
-    return result("montage", copies * JURKAT_CELLS, 3, copies * 21, wall, peak)
+    args = [str(root), "--format", "montage", "--grid", "30x30", "--channels", "3:BF,4:DNA,6:DF"]
+    return Input("montage", args, copies * JURKAT_CELLS, 3, copies * 21, {})
 
 
-def bench_cif(n_cells: int, channels: list[str], work: Path) -> dict:
+def cif_input(n_cells: int, channels: list[str], work: Path) -> Input:
     settings = simulation(n_cells, channels)
     source = SimulatedSource(settings)
     path = work / f"cells_{n_cells}.cif"
@@ -103,12 +100,11 @@ def bench_cif(n_cells: int, channels: list[str], work: Path) -> dict:
         for number, image, mask in zip(chunk.object_numbers, chunk.images, chunk.masks, strict=True)
     )
     write_cif(path, cells, channels=list(settings.channels))
-    out = work / f"store_cif_{n_cells}"
-    wall, peak = run_ingest([str(path), "--channels", channel_spec(settings), "--out", str(out)])
-    return result("cif", source.n_candidates, len(settings.channels), 1, wall, peak)
+    args = [str(path), "--channels", channel_spec(settings)]
+    return Input("cif", args, source.n_candidates, len(settings.channels), 1, {})
 
 
-def bench_tiff(n_cells: int, channels: list[str], work: Path) -> dict:
+def tiff_input(n_cells: int, channels: list[str], work: Path) -> Input:
     settings = simulation(n_cells, channels)
     source = SimulatedSource(settings)
     raw = work / f"tiff_{n_cells}"
@@ -116,10 +112,9 @@ def bench_tiff(n_cells: int, channels: list[str], work: Path) -> dict:
     write_tiff_export(source, raw)
     simulate_s = time.perf_counter() - t0
     sources = sorted(str(p) for p in raw.iterdir() if p.is_dir())
-    out = work / f"store_tiff_{n_cells}"
-    wall, peak = run_ingest([*sources, "--channels", channel_spec(settings), "--out", str(out)])
     n, c = source.n_candidates, len(settings.channels)
-    return result("tiff", n, c, n * c, wall, peak, simulate_cells_per_s=round(n / simulate_s))
+    extra = {"simulate_cells_per_s": round(n / simulate_s)}
+    return Input("tiff", [*sources, "--channels", channel_spec(settings)], n, c, n * c, extra)
 
 
 def main() -> None:
@@ -129,27 +124,38 @@ def main() -> None:
     parser.add_argument("--cells", type=int, nargs="+", default=[10_000, 100_000])
     parser.add_argument("--channels", default="BF,DF,CD19", help="simulated channels (cif and tiff readers)")
     parser.add_argument("--readers", default="montage,cif,tiff")
+    parser.add_argument("--cores", type=int, nargs="+", default=sorted({1, os.cpu_count() or 1}))
     args = parser.parse_args()
-    readers = args.readers.split(",")
     channels = args.channels.split(",")
     results = []
     with tempfile.TemporaryDirectory(dir=os.environ.get("IFCML_BENCH_TMP")) as tmp:
+        work = Path(tmp)
         for n in args.cells:
-            for reader in readers:
+            for reader in args.readers.split(","):
                 if reader == "montage" and not JURKAT.is_dir():
                     print(f"montage skipped: {JURKAT} not found")
                     continue
-                work = Path(tmp)
-                measured = bench_montage(n, work) if reader == "montage" else (
-                    bench_cif(n, channels, work) if reader == "cif" else bench_tiff(n, channels, work)
-                )  # fmt: skip
-                results.append(measured)
-                print(json.dumps(measured), flush=True)
+                if reader == "montage":
+                    prepared = montage_input(n, work)
+                elif reader == "cif":
+                    prepared = cif_input(n, channels, work)
+                else:
+                    prepared = tiff_input(n, channels, work)
+                for cores in args.cores:
+                    out = work / f"store_{reader}_{n}_{cores}"
+                    wall, peak = run_ingest([*prepared.args, "--out", str(out)], cores)
+                    shutil.rmtree(out)
+                    measured = {
+                        "reader": reader, "cells": prepared.cells, "channels": prepared.channels,
+                        "files": prepared.files, "cores": cores, "seconds": round(wall, 1),
+                        "cells_per_s": round(prepared.cells / wall), "peak_rss_mib": round(peak),
+                        **prepared.extra,
+                    }  # fmt: skip
+                    results.append(measured)
+                    print(json.dumps(measured), flush=True)
     out = ROOT / "benchmarks" / "results"
     out.mkdir(exist_ok=True)
-    (out / "ingest_throughput.json").write_text(
-        json.dumps({"cores": os.cpu_count(), "results": results}, indent=2)
-    )
+    (out / "ingest_throughput.json").write_text(json.dumps({"results": results}, indent=2))
 
 
 if __name__ == "__main__":
