@@ -25,10 +25,11 @@ def tiff_shape(path: Path) -> tuple[int, ...]:
         raise InputError(f"{path}: not a readable TIFF ({exc})") from exc
 
 
-def read_uint16_tiff(path: Path) -> np.ndarray:
+def read_uint16_tiff(path: Path | str) -> np.ndarray:
     """Read the first page as uint16 raw instrument values."""
     try:
-        image = imagecodecs.tiff_decode(Path(path).read_bytes())
+        with open(path, "rb") as file:
+            image = imagecodecs.tiff_decode(file.read())
     except Exception as exc:  # libtiff's errors surface as several exception types
         raise InputError(f"{path}: not a readable TIFF ({exc})") from exc
     if image.dtype != np.uint16:
