@@ -1,0 +1,65 @@
+"""Bright-field segmentation of single cells (the classical branch's objects)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from ifcml.features.segment import expand, segment_bright_field
+from ifcml.io.detect import open_source
+from ifcml.io.store import write_store
+from ifcml.simulate import SimulatedSource, SimulationSettings
+
+
+def test_simulated_cells_are_found_where_they_are():
+    """The object covers the true cell; it may include the refractive rim and halo outside it."""
+    settings = SimulationSettings(patients=2, timepoints=("day0",), cells_per_sample=60, channels={1: "BF"})
+    coverage, growth, overlap = [], [], []
+    for chunk in SimulatedSource(settings).chunks(64):
+        for image, truth in zip(chunk.images, chunk.masks, strict=True):
+            found, true = segment_bright_field(image[0]), truth[0].astype(bool)
+            coverage.append((found & true).sum() / true.sum())
+            growth.append(found.sum() / true.sum())
+            overlap.append((found & true).sum() / (found | true).sum())
+    assert np.median(coverage) > 0.95
+    assert 0.9 < np.median(growth) < 2.0
+    assert np.mean(np.array(overlap) > 0.5) > 0.9
+
+
+@pytest.fixture(scope="module")
+def jurkat_bright_field(tmp_path_factory):
+    from conftest import JURKAT
+
+    if not JURKAT.is_dir():
+        pytest.skip(f"real Jurkat montages not found at {JURKAT}")
+    store = write_store(
+        [open_source(JURKAT, "montage", channels={3: "BF"}, grid="30x30")], tmp_path_factory.mktemp("j") / "s"
+    )
+    return store.cells, store.images[:][:, 0]
+
+
+def test_real_cells_segment_and_grow_through_the_cell_cycle(jurkat_bright_field):
+    cells, images = jurkat_bright_field
+    areas = np.array([segment_bright_field(image).sum() for image in images])
+    assert (areas > 0).mean() > 0.99
+    median = {
+        label: np.median(areas[(cells["label"] == label).to_numpy()]) for label in ("G1", "S_phase", "G2")
+    }
+    assert median["G1"] < median["S_phase"] < median["G2"]  # cells grow from G1 to G2
+    assert 200 < median["G1"] < 40 * 40 / 2
+
+
+def test_flat_or_tiny_images_fail_cleanly():
+    assert not segment_bright_field(np.full((30, 30), 500, np.uint16)).any()
+    assert not segment_bright_field(np.ones((2, 9), np.uint16)).any()
+
+
+def test_the_object_at_the_centre_is_kept():
+    image = np.full((41, 41), 600.0)
+    yy, xx = np.mgrid[:41, :41]
+    for cy, cx, r in ((20, 20, 8), (5, 5, 3)):  # a cell at the centre and debris in a corner
+        ring = np.abs(np.hypot(yy - cy, xx - cx) - r) < 1.2
+        image[ring] = 300
+    mask = segment_bright_field(image.astype(np.uint16))
+    assert mask[20, 20] and not mask[5, 5]
+    assert expand(mask, 2).sum() > mask.sum()
