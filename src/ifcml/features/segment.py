@@ -24,7 +24,6 @@ class SegmentationSettings:
     smoothing: float = 1.0  # Gaussian sigma (pixels) before edge enhancement
     closing_radius: int = 2  # closes gaps in the rim before holes are filled
     min_area: int = 20  # pixels; smaller objects count as a failed segmentation
-    dark_field_expansion: int = 2  # pixels by which the dark-field object grows (scatter halo)
 
 
 def segment_bright_field(

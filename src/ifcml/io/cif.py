@@ -119,7 +119,7 @@ class _Ifd:
         if kind not in _TYPE_SIZE:
             raise self.cif.error(self.what, f"tag {tag} has unknown TIFF type {kind}")
         n_bytes = _TYPE_SIZE[kind] * count
-        at = field_at if n_bytes <= 4 else self.cif.unwrap(value, 0)
+        at = field_at if n_bytes <= 4 else self.cif.unwrap(value, self.end)  # values follow the IFD
         if at + n_bytes > self.cif.size:
             raise self.cif.error(self.what, f"tag {tag} ({count} values) points past the end of the file")
         raw = bytes(self.cif.buffer[at : at + n_bytes])
@@ -543,16 +543,19 @@ def _write_header(out, xml: bytes) -> tuple[int, int]:
     entries = [
         (256, 4, 1, 1), (257, 4, 1, 1), (258, 3, 1, 16), (259, 3, 1, 1), (262, 3, 1, 1),
         (273, 4, 1, 8), (277, 3, 1, 1), (278, 4, 1, 1), (279, 4, 1, 1),
-        (33002, 3, 1, 1), (33018, 4, 1, 0), (33027, 2, len(xml), 8 + 2 + 12 * 12 + 4),
+        (33002, 3, 1, 1), (33018, 4, 1, 0), (33027, 2, len(xml), 0),
     ]  # fmt: skip
+    entries_at = 8 + 2
+    xml_at = entries_at + 12 * len(entries) + 4  # the XML follows the IFD
+    entries[-1] = (33027, 2, len(xml), xml_at)
     out.write(b"II*\x00" + struct.pack("<I", 8) + struct.pack("<H", len(entries)))
     for entry in entries:
         out.write(_ENTRY.pack(*entry))
     link_at = out.tell()
     out.write(struct.pack("<I", 0))
     out.write(xml)
-    count_at = 8 + 2 + 12 * 10 + 8  # value field of entry 10 (tag 33018)
-    return count_at, link_at
+    count_index = next(i for i, entry in enumerate(entries) if entry[0] == 33018)
+    return entries_at + 12 * count_index + 8, link_at  # + 8: the entry's value field
 
 
 def _write_object_ifd(

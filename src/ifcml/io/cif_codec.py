@@ -11,8 +11,8 @@ runs cross row and channel borders, so strips are decoded whole and split afterw
 
 Decoders take a batch of strips and return one array per strip, or raise
 :class:`StripError` naming the first bad strip (by position in the batch) and the problem.
-No per-pixel Python work: greyscale strips are decoded by one compiled sequential pass (the
-code is inherently serial), masks by a few numpy passes.
+No per-pixel Python work: each codec is one compiled (numba) sequential pass per strip (the
+greyscale code is inherently serial), fed straight from a buffer such as the mapped file.
 """
 
 from __future__ import annotations
