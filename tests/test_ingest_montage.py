@@ -97,3 +97,14 @@ def test_split_tiles_orders():
     row = split_tiles(montage, (2, 3), column_major=False)[:, 0, 0, 0]
     assert col.tolist() == [0, 12, 2, 14, 4, 16]
     assert row.tolist() == [0, 2, 4, 12, 14, 16]
+
+
+def test_relative_path_through_parent_folder(tmp_path, ifcml, monkeypatch):
+    """A path like ../data/montages must work: only hidden folders INSIDE the input are skipped."""
+    rng = np.random.default_rng(0)
+    write_montage(tmp_path / "data" / "A" / "Ch1_CP0001.tif", rng.integers(100, 900, (3, 8, 8)), (2, 2))
+    (tmp_path / "work").mkdir()
+    monkeypatch.chdir(tmp_path / "work")
+    code, _, err = ifcml("ingest", "../data", "--format", "montage", "--grid", "2x2", "--out", "s")
+    assert code == 0, err
+    assert CellStore(tmp_path / "work" / "s").counts() == {"data": {"A": 3}}

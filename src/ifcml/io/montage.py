@@ -94,7 +94,8 @@ class MontageSource:
         groups: dict[tuple[Path, str], dict[int, Path]] = defaultdict(dict)
         for path in sorted(self.root.rglob("*")):
             match = MONTAGE_NAME.match(path.name)
-            if match and path.is_file() and not any(p.startswith(".") for p in path.parts):
+            hidden = any(part.startswith(".") for part in path.relative_to(self.root).parts)
+            if match and path.is_file() and not hidden:
                 groups[(path.parent, match.group(2))][int(match.group(1))] = path
         if not groups:
             raise InputError(
