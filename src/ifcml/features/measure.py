@@ -1,0 +1,123 @@
+"""The cp-measure engine: CellProfiler's per-object measurements, many cells per call.
+
+Cells are laid out on a montage of zero-framed tiles (:mod:`ifcml.features.tiling`) and each
+measurement family runs once per montage. Every family used here works object by object, and
+granularity runs unsubsampled (:mod:`ifcml.features.granularity`), so a cell's values are the
+ones it gets alone on its tile (tested); CellProfiler's whole-image steps (subsampled granularity background, image-wide
+thresholds) are exactly what the recipe leaves out, because they leak an acquisition's
+signature into every cell.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+from functools import partial
+from itertools import combinations
+
+import numpy as np
+from cp_measure.core import (
+    measurecolocalization,
+    measureobjectintensity,
+    measureobjectintensitydistribution,
+    measureobjectsizeshape,
+    measuretexture,
+)
+
+from ifcml.features import naming
+from ifcml.features.granularity import granularity
+from ifcml.features.recipe import Recipe
+from ifcml.features.tiling import Layout, tile, tile_labels
+
+UINT16_MAX = 65535  # CellProfiler reads 16-bit images as value / 65535
+
+_CORRELATIONS: dict[str, Callable] = {
+    "pearson": measurecolocalization.get_correlation_pearson,
+    "manders_fold": measurecolocalization.get_correlation_manders_fold,
+    "rwc": measurecolocalization.get_correlation_rwc,
+    "costes": partial(measurecolocalization.get_correlation_costes, scale_max=UINT16_MAX),
+}
+
+
+def measure_cells(
+    images: np.ndarray,
+    channels: list[str],
+    cells: np.ndarray,
+    expanded: np.ndarray,
+    recipe: Recipe,
+) -> dict[str, np.ndarray]:
+    """Feature columns (CellProfiler names -> one value per cell) for (n, C, H, W) uint16 images.
+
+    Cells with an empty mask get NaN. Position features are left out (see ``naming.POSITION``).
+    """
+    n, _, height, width = images.shape
+    layout = Layout(n, height, width, recipe.tile_padding)
+    found = cells.reshape(n, -1).any(axis=1)
+    if not found.any():
+        return {}
+    labels = {"Cells": tile_labels(cells, layout), "CellsExpanded": tile_labels(expanded, layout)}
+    pixels = {ch: tile(images[:, k].astype(np.float64) / UINT16_MAX, layout) for k, ch in enumerate(channels)}
+    columns: dict[str, np.ndarray] = {}
+
+    def put(name: str, values) -> None:
+        if not naming.POSITION.search(name):
+            column = np.full(n, np.nan)
+            column[found] = np.asarray(values, dtype=np.float64)
+            columns[name] = column
+
+    m = recipe.measurements
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # undefined values are NaN, on purpose
+        if m.sizeshape.enabled:
+            _shape(labels["Cells"], m, put)
+        for ch in channels:
+            obj = "CellsExpanded" if ch in recipe.objects.expanded_channels else "Cells"
+            _per_channel(obj, labels[obj], pixels[ch], ch, recipe, put)
+        if m.correlation.enabled:
+            for first, second in combinations(channels, 2):
+                _correlation(labels["Cells"], pixels[first], pixels[second], first, second, m, put)
+    return columns
+
+
+def _shape(label_image: np.ndarray, m, put) -> None:
+    for key, values in measureobjectsizeshape.get_sizeshape(label_image, None).items():
+        put(naming.shape_name("Cells", key), values)
+    if m.sizeshape.zernike_degree:
+        zernike = measureobjectsizeshape.get_zernike(label_image, None, m.sizeshape.zernike_degree)
+        for key, values in zernike.items():
+            put(naming.shape_name("Cells", key), values)
+    if m.sizeshape.feret:
+        for key, values in measureobjectsizeshape.get_feret(label_image, None).items():
+            put(naming.shape_name("Cells", key), values)
+
+
+def _per_channel(obj: str, label_image: np.ndarray, pixels: np.ndarray, ch: str, recipe: Recipe, put) -> None:
+    m = recipe.measurements
+    if m.intensity.enabled:
+        for key, values in measureobjectintensity.get_intensity(label_image, pixels).items():
+            if not key.endswith("_Z"):  # 2-D images: no Z
+                put(naming.intensity_name(obj, key, ch), values)
+    if m.texture.enabled:
+        for scale in m.texture.scales:
+            found = measuretexture.get_texture(label_image, pixels, scale, m.texture.gray_levels)
+            for key, values in found.items():
+                put(naming.texture_name(obj, key, ch), values)
+    if m.granularity.enabled:
+        g = m.granularity
+        for key, values in granularity(label_image, pixels, g.element_size, g.spectrum_length).items():
+            put(naming.granularity_name(obj, key, ch), values)
+    if m.radial_distribution.enabled:
+        r = m.radial_distribution
+        found = measureobjectintensitydistribution.get_radial_distribution(label_image, pixels, bin_count=r.bins)
+        if r.zernike_degree:
+            found |= measureobjectintensitydistribution.get_radial_zernikes(label_image, pixels, r.zernike_degree)
+        for key, values in found.items():
+            put(naming.radial_name(obj, key, ch), values)
+
+
+def _correlation(label_image, first_pixels, second_pixels, first: str, second: str, m, put) -> None:
+    for method in m.correlation.methods:
+        function = _CORRELATIONS[method]
+        kwargs = {} if method in ("pearson", "costes") else {"thr": m.correlation.threshold_percent}
+        for key, values in function(first_pixels, second_pixels, label_image, **kwargs).items():
+            put(naming.correlation_name("Cells", key, first, second), values)

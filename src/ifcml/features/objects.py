@@ -1,0 +1,49 @@
+"""Each cell's measured objects: ``Cells`` (its own outline) and ``CellsExpanded`` (for scatter).
+
+The outline is the instrument's mask when the store has one and the recipe allows it, else the
+bright-field segmentation of the cell's own image, inside its true height and width (the zero
+canvas around a smaller cell is not part of its image). A cell whose outline cannot be found
+gets an empty mask; the feature table keeps it, flagged, with missing values.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ifcml.errors import InputError
+from ifcml.features.recipe import Recipe
+from ifcml.features.segment import SegmentationSettings, expand, segment_bright_field
+
+
+def cell_objects(
+    images: np.ndarray,
+    instrument_masks: np.ndarray | None,
+    sizes: np.ndarray,
+    channels: list[str],
+    recipe: Recipe,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(Cells, CellsExpanded) boolean masks, each (n, H, W), for (n, C, H, W) ``images``.
+
+    ``sizes`` holds each cell's true (height, width); ``channels`` names the C channels.
+    """
+    seg = recipe.segmentation
+    if seg.channel not in channels:
+        raise InputError(
+            f"segmentation channel {seg.channel!r} is not among the channels {', '.join(channels)} "
+            "(set segmentation.channel in the recipe)"
+        )
+    use_instrument = seg.source == "instrument" or (seg.source == "auto" and instrument_masks is not None)
+    if use_instrument and instrument_masks is None:
+        raise InputError("the recipe asks for the instrument's masks but the store has none")
+    k = channels.index(seg.channel)
+    settings = SegmentationSettings(seg.smoothing, seg.closing_radius, seg.min_area)
+    cells = np.zeros(images.shape[:1] + images.shape[2:], bool)
+    expanded = np.zeros_like(cells)
+    for i, (h, w) in enumerate(sizes):
+        if use_instrument:
+            outline = instrument_masks[i, k, :h, :w] > 0
+        else:
+            outline = segment_bright_field(images[i, k, :h, :w], settings)
+        cells[i, :h, :w] = outline
+        expanded[i, :h, :w] = expand(outline, recipe.objects.expand_pixels)
+    return cells, expanded

@@ -1,0 +1,143 @@
+"""Feature recipes: which objects and CellProfiler measurements to compute, and how to prune.
+
+A recipe is YAML (``features/default.yaml``) validated here; unknown or misspelt keys are
+errors that name the key's path. Every number of the measurement is a setting, with the
+defaults IFC CellProfiler pipelines use at 40x.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from ifcml.errors import InputError
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Segmentation(_Strict):
+    """How each cell's object is found (see ``ifcml.features.segment``)."""
+
+    channel: str = "BF"
+    # auto: the instrument's mask when the store has one, else bright-field segmentation
+    source: Literal["auto", "instrument", "bright-field"] = "auto"
+    smoothing: float = Field(1.0, ge=0)
+    closing_radius: int = Field(2, ge=0)
+    min_area: int = Field(20, ge=1)
+
+
+class Objects(_Strict):
+    """``Cells`` is the segmented cell; ``CellsExpanded`` the same object grown for scatter."""
+
+    expand_pixels: int = Field(2, ge=0)
+    # channels measured on CellsExpanded (dark-field scatter reaches past the bright-field edge)
+    expanded_channels: list[str] = ["DF"]
+
+
+class SizeShape(_Strict):
+    enabled: bool = True
+    zernike_degree: int = Field(9, ge=0)
+    feret: bool = True
+
+
+class Intensity(_Strict):
+    enabled: bool = True
+
+
+class Texture(_Strict):
+    enabled: bool = True
+    scales: list[int] = [3]
+    gray_levels: int = Field(256, ge=2, le=256)
+
+
+class Granularity(_Strict):
+    """Unsubsampled, so each cell's spectrum depends on its own pixels only."""
+
+    enabled: bool = True
+    element_size: int = Field(10, ge=1)  # background (tophat) radius, pixels
+    spectrum_length: int = Field(16, ge=1)
+
+
+class RadialDistribution(_Strict):
+    enabled: bool = True
+    bins: int = Field(4, ge=1)
+    zernike_degree: int = Field(9, ge=0)  # 0 turns the radial Zernike moments off
+
+
+class Correlation(_Strict):
+    """Colocalisation of every pair of measured channels inside ``Cells``."""
+
+    enabled: bool = True
+    # costes is off by default: ~3 ms per cell and channel pair (a threshold search per cell)
+    methods: list[Literal["pearson", "manders_fold", "rwc", "costes"]] = ["pearson", "manders_fold", "rwc"]
+    threshold_percent: int = Field(15, ge=0, le=100)
+
+
+class Measurements(_Strict):
+    sizeshape: SizeShape = SizeShape()
+    intensity: Intensity = Intensity()
+    texture: Texture = Texture()
+    granularity: Granularity = Granularity()
+    radial_distribution: RadialDistribution = RadialDistribution()
+    correlation: Correlation = Correlation()
+
+
+class Normalisation(_Strict):
+    method: Literal["none", "standardize", "mad_robustize"] = "none"
+    by: Literal["instance", "all"] = "instance"
+
+
+class Pruning(_Strict):
+    """pycytominer feature selection, in this order, then optional normalisation."""
+
+    operations: list[
+        Literal["drop_na_columns", "variance_threshold", "blocklist", "noise_removal", "correlation_threshold"]
+    ] = ["drop_na_columns", "variance_threshold", "blocklist", "noise_removal", "correlation_threshold"]
+    na_cutoff: float = Field(0.05, ge=0, le=1)
+    freq_cut: float = Field(0.05, gt=0, le=1)
+    unique_cut: float = Field(0.01, gt=0, le=1)
+    blocklist: list[str] = []  # feature names dropped in addition to pycytominer's default list
+    noise_removal_stdev_cutoff: float = Field(0.8, gt=0)
+    corr_threshold: float = Field(0.95, gt=0, le=1)
+    corr_method: Literal["pearson", "spearman", "kendall"] = "pearson"
+    normalisation: Normalisation = Normalisation()
+
+
+class Recipe(_Strict):
+    version: Literal[1] = 1
+    tile_padding: int = Field(2, ge=1)  # zero pixels around each cell when cells are measured together
+    chunk_cells: int = Field(512, ge=1)
+    segmentation: Segmentation = Segmentation()
+    objects: Objects = Objects()
+    measurements: Measurements = Measurements()
+    pruning: Pruning = Pruning()
+
+    def digest(self) -> str:
+        """Hash of every setting that changes a measured value (pruning excluded)."""
+        measured = self.model_dump(exclude={"pruning", "chunk_cells"})
+        return hashlib.sha256(json.dumps(measured, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def load_recipe(path: Path | str | None = None) -> Recipe:
+    """Read and validate a recipe file; ``None`` gives the defaults (``features/default.yaml``)."""
+    if path is None:
+        return Recipe()
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read the feature recipe ({exc.strerror})") from exc
+    except yaml.YAMLError as exc:
+        raise InputError(f"{path}: not valid YAML ({exc})") from exc
+    try:
+        return Recipe.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        key = ".".join(str(part) for part in first["loc"]) or "(top level)"
+        raise InputError(f"{path}: {key}: {first['msg']}") from exc
