@@ -56,3 +56,27 @@ def write_montage(path: Path, tiles: np.ndarray, grid: tuple[int, int], column_m
         montage[r * h : (r + 1) * h, c * w : (c + 1) * w] = tiles[i]
     path.parent.mkdir(parents=True, exist_ok=True)
     tifffile.imwrite(path, montage)
+
+
+@pytest.fixture(scope="session")
+def jurkat_store(tmp_path_factory):
+    """The real Jurkat cells, label-free channels (bright-field, dark-field), as a CellStore."""
+    from ifcml.io.detect import open_source
+    from ifcml.io.store import write_store
+
+    if not JURKAT.is_dir():
+        pytest.skip(f"real Jurkat montages not found at {JURKAT}")
+    source = open_source(JURKAT, "montage", channels={3: "BF", 6: "DF"}, grid="30x30")
+    return write_store([source], tmp_path_factory.mktemp("jurkat") / "store")
+
+
+@pytest.fixture(scope="session")
+def simulated_store(tmp_path_factory):
+    """A small simulated store with instrument masks: 2 patients x 2 timepoints x 40 cells."""
+    from ifcml.io.store import write_store
+    from ifcml.simulate import SimulatedSource, SimulationSettings
+
+    settings = SimulationSettings(
+        patients=2, timepoints=("day0", "day15"), cells_per_sample=40, channels={1: "BF", 6: "DF", 7: "DAPI"}
+    )
+    return write_store([SimulatedSource(settings)], tmp_path_factory.mktemp("sim") / "store")

@@ -13,12 +13,17 @@ from pathlib import Path
 from typing import Annotated
 
 import pandas as pd
+import pyarrow.parquet as pq
 import typer
+import yaml
 from rich.console import Console
 from rich.table import Table
 from tqdm import tqdm
 
 from ifcml.errors import IfcmlError, InputError
+from ifcml.features.prune import normalise, select_features
+from ifcml.features.recipe import load_recipe
+from ifcml.features.table import read_features, write_features
 from ifcml.io.channels import parse_channel_map
 from ifcml.io.detect import FORMATS, open_source
 from ifcml.io.store import CellStore, write_store
@@ -164,6 +169,88 @@ def demo(
         with cell_progress(sum(s.n_candidates for s in sources), "ingest") as update:
             write_store(sources, store_path, samples=pd.read_csv(raw / "samples.csv"), on_cells=update)
     info(store_path, as_json=False)
+
+
+@app.command()
+def features(
+    store: Annotated[Path, typer.Argument(help="A CellStore folder.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="The feature table to write (.parquet).")],
+    engine: Annotated[
+        str, typer.Option(help="cp-measure (in-process) or cellprofiler (real CellProfiler).")
+    ] = ("cp-measure"),
+    recipe: Annotated[
+        Path | None, typer.Option(help="Feature recipe YAML (default: features/default.yaml).")
+    ] = None,
+    channels: Annotated[
+        str | None, typer.Option(help="Channels to measure, e.g. BF,DF (default: all).")
+    ] = None,
+    workers: Annotated[int, typer.Option(min=1, help="Local processes.")] = 1,
+    scheduler: Annotated[str | None, typer.Option(help="Address of a running Dask scheduler.")] = None,
+    resume: Annotated[
+        bool, typer.Option(help="Continue an interrupted run, keeping its finished chunks.")
+    ] = False,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing table at --out.")] = False,
+) -> None:
+    """Segment and measure every cell (CellProfiler measurements) into a feature table."""
+    chosen = [c.strip() for c in channels.split(",") if c.strip()] if channels else None
+    with cell_progress(CellStore(store).n_cells, "features") as update:
+        table = write_features(
+            store,
+            out,
+            recipe=load_recipe(recipe),
+            engine=engine,
+            channels=chosen,
+            workers=workers,
+            scheduler=scheduler,
+            resume=resume,
+            overwrite=overwrite,
+            on_cells=update,
+        )
+    shape = pq.read_metadata(table)
+    console.print(f"wrote {shape.num_rows} cells x {shape.num_columns} columns to {table}", highlight=False)
+
+
+@app.command()
+def prune(
+    table: Annotated[Path, typer.Argument(help="A feature table from `ifcml features`.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="The pruned table to write (.parquet).")],
+    recipe: Annotated[Path | None, typer.Option(help="Feature recipe YAML (its pruning section).")] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing table at --out.")] = False,
+) -> None:
+    """Prune (and optionally normalise) a feature table with pycytominer, fitted on ALL its cells.
+
+    For exploring a data set. Evaluations (`ifcml train`, grids) refit pruning on each split's
+    training instances instead, so that the held-out instance never chooses the features.
+    """
+    if out.exists() and not overwrite:
+        raise InputError(f"{out}: already exists (pass --overwrite to replace it)")
+    settings = load_recipe(recipe)
+    cells = read_features(table)
+    kept = select_features(cells, settings.pruning)
+    metadata = [c for c in cells.columns if c.startswith("Metadata_")]
+    pruned = normalise(cells[metadata + kept], kept, settings.pruning)
+    tmp = out.with_name(f".{out.name}.tmp")
+    pruned.to_parquet(tmp, index=False)
+    tmp.replace(out)
+    out.with_suffix(".kept.txt").write_text("\n".join(kept) + "\n")
+    out.with_suffix(".recipe.yaml").write_text(yaml.safe_dump(settings.model_dump(), sort_keys=False))
+    console.print(
+        f"kept {len(kept)} of {len(cells.columns) - len(metadata)} features -> {out} "
+        f"(list: {out.with_suffix('.kept.txt')})",
+        highlight=False,
+    )
+
+
+cellprofiler_app = typer.Typer(help="Real CellProfiler, in its own environment.", no_args_is_help=True)
+app.add_typer(cellprofiler_app, name="cellprofiler")
+
+
+@cellprofiler_app.command("install")
+def cellprofiler_install() -> None:
+    """Create CellProfiler 4.2.8.1's environment (reused when already complete)."""
+    from ifcml.features.cellprofiler import install
+
+    install(log=lambda line: console.print(line, highlight=False))
 
 
 def _paper_channels(names: str) -> dict[int, str]:

@@ -1,9 +1,10 @@
 """The cp-measure engine: CellProfiler's per-object measurements, many cells per call.
 
 Cells are laid out on a montage of zero-framed tiles (:mod:`ifcml.features.tiling`) and each
-measurement family runs once per montage. Every family used here works object by object, and
-granularity runs unsubsampled (:mod:`ifcml.features.granularity`), so a cell's values are the
-ones it gets alone on its tile (tested); CellProfiler's whole-image steps (subsampled granularity background, image-wide
+measurement family runs once per montage. Every family used here works object by object,
+granularity runs unsubsampled (:mod:`ifcml.features.granularity`) and Zernike moments are
+taken in tile coordinates (:mod:`ifcml.features.zernike`), so a cell's values are the ones it
+gets alone on its tile (tested); CellProfiler's whole-image steps (subsampled granularity background, image-wide
 thresholds) are exactly what the recipe leaves out, because they leak an acquisition's
 signature into every cell.
 """
@@ -24,7 +25,7 @@ from cp_measure.core import (
     measuretexture,
 )
 
-from ifcml.features import naming
+from ifcml.features import naming, zernike
 from ifcml.features.granularity import granularity
 from ifcml.features.recipe import Recipe
 from ifcml.features.tiling import Layout, tile, tile_labels
@@ -69,29 +70,31 @@ def measure_cells(
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # undefined values are NaN, on purpose
         if m.sizeshape.enabled:
-            _shape(labels["Cells"], m, put)
+            _shape(labels["Cells"], layout, m, put)
         for ch in channels:
             obj = "CellsExpanded" if ch in recipe.objects.expanded_channels else "Cells"
-            _per_channel(obj, labels[obj], pixels[ch], ch, recipe, put)
+            _per_channel(obj, labels[obj], layout, pixels[ch], ch, recipe, put)
         if m.correlation.enabled:
             for first, second in combinations(channels, 2):
                 _correlation(labels["Cells"], pixels[first], pixels[second], first, second, m, put)
     return columns
 
 
-def _shape(label_image: np.ndarray, m, put) -> None:
+def _shape(label_image: np.ndarray, layout: Layout, m, put) -> None:
     for key, values in measureobjectsizeshape.get_sizeshape(label_image, None).items():
         put(naming.shape_name("Cells", key), values)
     if m.sizeshape.zernike_degree:
-        zernike = measureobjectsizeshape.get_zernike(label_image, None, m.sizeshape.zernike_degree)
-        for key, values in zernike.items():
+        moments = zernike.shape_features(label_image, layout.tile_shape, m.sizeshape.zernike_degree)
+        for key, values in moments.items():
             put(naming.shape_name("Cells", key), values)
     if m.sizeshape.feret:
         for key, values in measureobjectsizeshape.get_feret(label_image, None).items():
             put(naming.shape_name("Cells", key), values)
 
 
-def _per_channel(obj: str, label_image: np.ndarray, pixels: np.ndarray, ch: str, recipe: Recipe, put) -> None:
+def _per_channel(
+    obj: str, label_image: np.ndarray, layout: Layout, pixels: np.ndarray, ch: str, recipe: Recipe, put
+) -> None:
     m = recipe.measurements
     if m.intensity.enabled:
         for key, values in measureobjectintensity.get_intensity(label_image, pixels).items():
@@ -108,9 +111,11 @@ def _per_channel(obj: str, label_image: np.ndarray, pixels: np.ndarray, ch: str,
             put(naming.granularity_name(obj, key, ch), values)
     if m.radial_distribution.enabled:
         r = m.radial_distribution
-        found = measureobjectintensitydistribution.get_radial_distribution(label_image, pixels, bin_count=r.bins)
+        found = measureobjectintensitydistribution.get_radial_distribution(
+            label_image, pixels, bin_count=r.bins
+        )
         if r.zernike_degree:
-            found |= measureobjectintensitydistribution.get_radial_zernikes(label_image, pixels, r.zernike_degree)
+            found |= zernike.radial_features(label_image, layout.tile_shape, pixels, r.zernike_degree)
         for key, values in found.items():
             put(naming.radial_name(obj, key, ch), values)
 

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ifcml.errors import InputError
 
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -97,8 +98,11 @@ class Pruning(_Strict):
     """pycytominer feature selection, in this order, then optional normalisation."""
 
     operations: list[
-        Literal["drop_na_columns", "variance_threshold", "blocklist", "noise_removal", "correlation_threshold"]
+        Literal[
+            "drop_na_columns", "variance_threshold", "blocklist", "noise_removal", "correlation_threshold"
+        ]
     ] = ["drop_na_columns", "variance_threshold", "blocklist", "noise_removal", "correlation_threshold"]
+    sample_cells: int = Field(100_000, ge=2)  # fit on a seeded sample of at most this many cells
     na_cutoff: float = Field(0.05, ge=0, le=1)
     freq_cut: float = Field(0.05, gt=0, le=1)
     unique_cut: float = Field(0.01, gt=0, le=1)

@@ -1,0 +1,201 @@
+"""The feature table: one row per cell, ``Metadata_*`` first, computed chunk by chunk.
+
+Every finished chunk is written at once as its own Parquet part in a hidden working folder
+beside the output, together with a manifest of what is being computed (store hash, recipe,
+channels, engine). A killed run is resumed with ``resume=True``: finished parts are kept and
+only missing chunks are computed. The parts become the table only when all are there; an
+existing table is never replaced unless asked.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Callable, Iterable
+from concurrent.futures import Executor, ProcessPoolExecutor, as_completed
+from contextlib import contextmanager
+from dataclasses import dataclass
+from multiprocessing import get_context
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import yaml
+
+from ifcml import __version__
+from ifcml.errors import StoreError
+from ifcml.features.objects import cell_objects
+from ifcml.features.recipe import Recipe
+from ifcml.io.store import CellStore
+
+ENGINES = ("cp-measure", "cellprofiler")
+METADATA = ["cell_id", "instance", "patient", "timepoint", "label", "object_number", "source"]
+FAILED = "Metadata_segmentation_failed"
+
+
+@dataclass(frozen=True)
+class FeatureJob:
+    """Everything a worker needs to measure one chunk (small and picklable)."""
+
+    store: Path
+    channels: tuple[str, ...]
+    recipe: Recipe
+    engine: str
+
+    def manifest(self, store: CellStore) -> dict:
+        return {
+            "ifcml_version": __version__,
+            "store_images_sha256": store.meta["images_sha256"],
+            "n_cells": store.n_cells,
+            "channels": list(self.channels),
+            "engine": self.engine,
+            "recipe_digest": self.recipe.digest(),
+            "chunk_cells": self.recipe.chunk_cells,
+        }
+
+
+def measure_chunk(job: FeatureJob, start: int, stop: int) -> pd.DataFrame:
+    """Metadata and features of cells ``start:stop`` of the store (runs in a worker)."""
+    store = CellStore(job.store)
+    picked = store.channel_indices(job.channels)
+    images = store.images[start:stop][:, picked]
+    masks = None if store.masks is None else store.masks[start:stop][:, picked]
+    rows = store.cells.iloc[start:stop]
+    sizes = rows[["height", "width"]].to_numpy()
+    cells, expanded = cell_objects(images, masks, sizes, list(job.channels), job.recipe)
+    if job.engine == "cellprofiler":
+        from ifcml.features.cellprofiler import measure_cells
+    else:
+        from ifcml.features.measure import measure_cells
+    columns = measure_cells(images, list(job.channels), cells, expanded, job.recipe)
+    table = pd.DataFrame({f"Metadata_{c}": rows[c].to_numpy() for c in METADATA})
+    table[FAILED] = ~cells.reshape(len(cells), -1).any(axis=1)
+    return pd.concat([table, pd.DataFrame(columns, index=table.index)], axis=1)
+
+
+def write_features(
+    store_path: Path | str,
+    out: Path | str,
+    *,
+    recipe: Recipe | None = None,
+    engine: str = "cp-measure",
+    channels: Iterable[str] | None = None,
+    workers: int = 1,
+    scheduler: str | None = None,
+    resume: bool = False,
+    overwrite: bool = False,
+    on_cells: Callable[[int], None] | None = None,
+) -> Path:
+    """Measure every cell of a store into ``out`` (Parquet); returns ``out``."""
+    store = CellStore(store_path)
+    out = Path(out)
+    if engine not in ENGINES:
+        raise StoreError(f"unknown engine {engine!r}; expected one of {', '.join(ENGINES)}")
+    if out.exists() and not overwrite:
+        raise StoreError(f"{out}: already exists (pass --overwrite to replace it)")
+    recipe = recipe or Recipe()
+    chosen = tuple(channels) if channels else tuple(store.channels)
+    store.channel_indices(chosen)  # unknown channel names fail here, before any work
+    job = FeatureJob(store.path.resolve(), chosen, recipe, engine)
+    parts = _open_parts(out, job.manifest(store), resume)
+    step = recipe.chunk_cells
+    chunks = [(a, min(a + step, store.n_cells)) for a in range(0, store.n_cells, step)]
+    todo = [(a, b) for a, b in chunks if not _part_path(parts, a, b).exists()]
+    if on_cells:
+        on_cells(store.n_cells - sum(b - a for a, b in todo))
+    with _executor(workers, scheduler) as pool:
+        _run_chunks(job, todo, parts, pool, on_cells)
+    _assemble(parts, [_part_path(parts, a, b) for a, b in chunks], out)
+    out.with_suffix(".recipe.yaml").write_text(
+        yaml.safe_dump({"engine": engine, "channels": list(chosen), **recipe.model_dump()}, sort_keys=False)
+    )
+    shutil.rmtree(parts)
+    return out
+
+
+def _run_chunks(job, todo, parts: Path, pool: Executor | None, on_cells) -> None:
+    if pool is None:
+        results = ((a, b, measure_chunk(job, a, b)) for a, b in todo)
+    else:
+        futures = {pool.submit(measure_chunk, job, a, b): (a, b) for a, b in todo}
+        results = ((*futures.pop(f), f.result()) for f in as_completed(list(futures)))
+    for start, stop, table in results:
+        path = _part_path(parts, start, stop)
+        tmp = path.with_suffix(".tmp")
+        table.to_parquet(tmp, index=False)
+        os.replace(tmp, path)
+        if on_cells:
+            on_cells(stop - start)
+
+
+@contextmanager
+def _executor(workers: int, scheduler: str | None):
+    """None (in-process) for one local worker, local processes, or an existing Dask cluster."""
+    if scheduler:
+        from distributed import Client
+
+        with Client(scheduler) as client:
+            yield client.get_executor()
+    elif workers > 1:
+        with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
+            yield pool
+    else:
+        yield None
+
+
+def _open_parts(out: Path, manifest: dict, resume: bool) -> Path:
+    """The working folder of finished chunks, checked against what this run computes."""
+    parts = out.parent / f".{out.name}.parts"
+    manifest_path = parts / "manifest.json"
+    if parts.exists():
+        finished = len(list(parts.glob("part-*.parquet")))
+        if not resume:
+            raise StoreError(
+                f"{parts}: an interrupted run left {finished} finished chunk(s) here; "
+                "pass --resume to continue it, or remove the folder to start again"
+            )
+        previous = json.loads(manifest_path.read_text()) if manifest_path.exists() else {}
+        changed = sorted(k for k in manifest if previous.get(k) != manifest[k])
+        if changed:
+            raise StoreError(
+                f"{parts}: the interrupted run computed something else ({', '.join(changed)} differ); "
+                "remove the folder to start again"
+            )
+        return parts
+    parts.mkdir(parents=True)
+    manifest_path.write_text(json.dumps(manifest, indent=2))
+    return parts
+
+
+def _part_path(parts: Path, start: int, stop: int) -> Path:
+    return parts / f"part-{start:010d}-{stop:010d}.parquet"
+
+
+def _assemble(parts: Path, files: list[Path], out: Path) -> None:
+    """Concatenate the parts into ``out`` one part at a time; columns are the union, in order."""
+    names: dict[str, pa.DataType] = {}
+    for path in files:
+        for field in pq.read_schema(path):
+            if field.name not in names or pa.types.is_null(names[field.name]):
+                names[field.name] = field.type
+    schema = pa.schema([(n, t if not pa.types.is_null(t) else pa.float64()) for n, t in names.items()])
+    tmp = parts / "table.parquet"
+    with pq.ParquetWriter(tmp, schema) as writer:
+        for path in files:
+            part = pq.read_table(path)
+            missing = [n for n in schema.names if n not in part.column_names]
+            for name in missing:  # a chunk where no cell had an object measures nothing
+                part = part.append_column(name, pa.nulls(len(part), schema.field(name).type))
+            writer.write_table(part.select(schema.names).cast(schema))
+    os.replace(tmp, out)
+
+
+def read_features(path: Path | str) -> pd.DataFrame:
+    """A feature table, with the feature columns as float64."""
+    table = pd.read_parquet(path)
+    features = [c for c in table.columns if not c.startswith("Metadata_")]
+    table[features] = table[features].astype(np.float64)
+    return table

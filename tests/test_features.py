@@ -1,0 +1,162 @@
+"""Per-cell CellProfiler measurements: naming, isolation, failed cells, resume, recipes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from cp_measure.core.measuregranularity import get_granularity
+
+from ifcml.errors import IfcmlError
+from ifcml.features.granularity import granularity
+from ifcml.features.measure import measure_cells
+from ifcml.features.objects import cell_objects
+from ifcml.features.recipe import Recipe, load_recipe
+from ifcml.features.table import FAILED, read_features, write_features
+from ifcml.features.tiling import Layout, tile, tile_labels
+
+ROOT = __import__("pathlib").Path(__file__).resolve().parents[1]
+
+
+def _cells(store, index):
+    images = store.images[:][index]
+    sizes = store.cells[["height", "width"]].to_numpy()[index]
+    return images, sizes
+
+
+def test_default_recipe_file_is_the_builtin_default():
+    assert load_recipe(ROOT / "features" / "default.yaml") == Recipe()
+
+
+def test_misspelt_recipe_key_is_named_with_its_path(tmp_path):
+    bad = tmp_path / "r.yaml"
+    bad.write_text("measurements:\n  texture:\n    scale: [3]\n")
+    with pytest.raises(IfcmlError, match=r"r\.yaml: measurements\.texture\.scale: Extra inputs"):
+        load_recipe(bad)
+
+
+def test_a_cell_measured_alone_equals_the_same_cell_in_a_batch(jurkat_store):
+    """No measurement may see the other cells of a batch: values agree to round-off (moments
+    are summed in montage coordinates, so their last bits may differ)."""
+    recipe = Recipe()
+    index = np.r_[0:24, 1000 : 24 + 1000]  # G1 and S-phase cells: different montages
+    images, sizes = _cells(jurkat_store, index)
+    cells, expanded = cell_objects(images, None, sizes, ["BF", "DF"], recipe)
+    batch = measure_cells(images, ["BF", "DF"], cells, expanded, recipe)
+    assert len(batch) > 400
+    for i in (0, 5, 23, 24, 47):
+        alone = measure_cells(images[i : i + 1], ["BF", "DF"], cells[i : i + 1], expanded[i : i + 1], recipe)
+        assert alone.keys() == batch.keys()
+        for name, values in alone.items():
+            np.testing.assert_allclose(
+                values[0], batch[name][i], rtol=1e-9, atol=1e-12, err_msg=f"cell {i}: {name}"
+            )
+
+
+def test_granularity_equals_cp_measure_unsubsampled(jurkat_store):
+    images, sizes = _cells(jurkat_store, np.arange(64))
+    cells, _ = cell_objects(images, None, sizes, ["BF", "DF"], Recipe())
+    layout = Layout(64, *images.shape[2:], padding=2)
+    labels = tile_labels(cells, layout)
+    pixels = tile(images[:, 1].astype(float) / 65535, layout)
+    ours = granularity(labels, pixels, element_size=10, spectrum_length=16)
+    reference = get_granularity(labels, pixels, 1.0, 1.0, 10, 16)
+    assert ours.keys() == reference.keys()
+    for key in reference:
+        np.testing.assert_allclose(ours[key], reference[key], rtol=1e-9, atol=1e-12, err_msg=key)
+
+
+def test_failed_cells_are_kept_flagged_and_do_not_change_the_others(simulated_store):
+    recipe = Recipe(segmentation={"source": "bright-field"})
+    images, sizes = _cells(simulated_store, np.arange(6))
+    cells, expanded = cell_objects(images, None, sizes, ["BF", "DF", "DAPI"], recipe)
+    blank = images.copy()
+    blank[2] = 0  # nothing to segment
+    blank_cells, blank_expanded = cell_objects(blank, None, sizes, ["BF", "DF", "DAPI"], recipe)
+    assert not blank_cells[2].any() and blank_cells[[0, 1, 3, 4, 5]].any(axis=(1, 2)).all()
+    with_blank = measure_cells(blank, ["BF", "DF", "DAPI"], blank_cells, blank_expanded, recipe)
+    clean = measure_cells(images, ["BF", "DF", "DAPI"], cells, expanded, recipe)
+    for name, values in with_blank.items():
+        assert np.isnan(values[2]), name
+        np.testing.assert_array_equal(values[[0, 1, 3, 4, 5]], clean[name][[0, 1, 3, 4, 5]], err_msg=name)
+
+
+def test_feature_table_names_and_metadata(simulated_store, tmp_path):
+    out = write_features(simulated_store.path, tmp_path / "f.parquet", recipe=Recipe(chunk_cells=64))
+    table = read_features(out)
+    assert len(table) == simulated_store.n_cells
+    metadata = [c for c in table.columns if c.startswith("Metadata_")]
+    assert list(table.columns[: len(metadata)]) == metadata  # Metadata_* first
+    assert {"Metadata_cell_id", "Metadata_instance", "Metadata_label", FAILED} <= set(metadata)
+    for name in (
+        "Cells_AreaShape_Area",
+        "Cells_AreaShape_Zernike_2_2",
+        "Cells_AreaShape_MaxFeretDiameter",
+        "Cells_Intensity_MeanIntensity_BF",
+        "CellsExpanded_Intensity_MeanIntensity_DF",
+        "Cells_Texture_Contrast_BF_3_00_256",
+        "CellsExpanded_Granularity_1_DF",
+        "Cells_RadialDistribution_FracAtD_DAPI_1of4",
+        "Cells_RadialDistribution_ZernikeMagnitude_DAPI_2_2",
+        "Cells_Correlation_Correlation_BF_DF",
+        "Cells_Correlation_Manders_DAPI_DF",
+    ):
+        assert name in table.columns, name
+    assert not any("Location" in c or "Center_X" in c for c in table.columns)
+    assert out.with_suffix(".recipe.yaml").exists()
+    # instrument masks were used: the measured area is the simulated cell's true area
+    assert (table["Cells_AreaShape_Area"] == (simulated_store.masks[:][:, 0] > 0).sum(axis=(1, 2))).all()
+
+
+def test_interrupted_run_resumes_without_recomputing_and_equals_a_full_run(simulated_store, tmp_path):
+    recipe = Recipe(chunk_cells=40, measurements={"granularity": {"enabled": False}})
+    full = read_features(write_features(simulated_store.path, tmp_path / "full.parquet", recipe=recipe))
+    out = tmp_path / "f.parquet"
+
+    def kill_after_two_chunks(n, seen=[]):  # noqa: B006 - counts calls across this run
+        seen.append(n)
+        if len(seen) == 3:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        write_features(simulated_store.path, out, recipe=recipe, on_cells=kill_after_two_chunks)
+    assert not out.exists()
+    with pytest.raises(IfcmlError, match="2 finished chunk.*--resume"):
+        write_features(simulated_store.path, out, recipe=recipe)
+    with pytest.raises(IfcmlError, match="computed something else.*recipe_digest"):
+        write_features(simulated_store.path, out, recipe=Recipe(chunk_cells=40), resume=True)
+    progress = []
+    write_features(simulated_store.path, out, recipe=recipe, resume=True, on_cells=progress.append)
+    assert progress[0] == 80  # the two finished chunks are counted, not recomputed
+    assert len(progress) == 1 + (simulated_store.n_cells - 80) // 40
+    pd.testing.assert_frame_equal(read_features(out), full)
+    assert not (tmp_path / ".f.parquet.parts").exists()
+
+
+def test_existing_table_and_unknown_channel_are_refused(simulated_store, tmp_path):
+    out = tmp_path / "f.parquet"
+    out.write_text("precious")
+    with pytest.raises(IfcmlError, match="f.parquet: already exists"):
+        write_features(simulated_store.path, out)
+    assert out.read_text() == "precious"
+    with pytest.raises(IfcmlError, match="no channel.*GFP"):
+        write_features(simulated_store.path, tmp_path / "g.parquet", channels=["BF", "GFP"])
+
+
+@pytest.mark.slow
+def test_real_jurkat_table_via_cli(jurkat_store, tmp_path, ifcml):
+    out = tmp_path / "jurkat.parquet"
+    code, stdout, err = ifcml("features", jurkat_store.path, "--out", out, "--workers", "2")
+    assert code == 0, err
+    table = read_features(out)
+    assert len(table) == 3419
+    features = [c for c in table.columns if not c.startswith("Metadata_")]
+    assert len(features) > 400
+    assert table["Metadata_label"].value_counts().to_dict()["Prophase"] == 606
+    assert table[FAILED].sum() <= 2  # 99.97 % of the real cells segment
+    assert table.groupby("Metadata_label")["Cells_AreaShape_Area"].median().is_monotonic_increasing is False
+    g1, s, g2 = (
+        table.loc[table["Metadata_label"] == p, "Cells_AreaShape_Area"].median()
+        for p in ("G1", "S_phase", "G2")
+    )
+    assert g1 < s < g2  # cells grow through the cycle
