@@ -177,7 +177,7 @@ def features(
     out: Annotated[Path, typer.Option("--out", "-o", help="The feature table to write (.parquet).")],
     engine: Annotated[
         str, typer.Option(help="cp-measure (in-process) or cellprofiler (real CellProfiler).")
-    ] = ("cp-measure"),
+    ] = "cp-measure",
     recipe: Annotated[
         Path | None, typer.Option(help="Feature recipe YAML (default: features/default.yaml).")
     ] = None,

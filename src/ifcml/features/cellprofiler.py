@@ -111,7 +111,8 @@ def _read_csvs(outputs: Path, found: np.ndarray) -> dict[str, np.ndarray]:
         table = pd.read_csv(outputs / f"{obj}.csv").sort_values("ObjectNumber")
         if len(table) != found.sum():
             raise CellProfilerError(
-                f"{outputs / f'{obj}.csv'}: {len(table)} objects, expected {found.sum()} (one per segmented cell)"
+                f"{outputs / f'{obj}.csv'}: {len(table)} objects, "
+                f"expected {found.sum()} (one per segmented cell)"
             )
         for column in table.columns:
             name = f"{obj}_{column}"

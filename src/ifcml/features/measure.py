@@ -4,8 +4,8 @@ Cells are laid out on a montage of zero-framed tiles (:mod:`ifcml.features.tilin
 measurement family runs once per montage. Every family used here works object by object,
 granularity runs unsubsampled (:mod:`ifcml.features.granularity`) and Zernike moments are
 taken in tile coordinates (:mod:`ifcml.features.zernike`), so a cell's values are the ones it
-gets alone on its tile (tested); CellProfiler's whole-image steps (subsampled granularity background, image-wide
-thresholds) are exactly what the recipe leaves out, because they leak an acquisition's
+gets alone on its tile (tested). CellProfiler's whole-image steps (subsampled granularity
+background, image-wide thresholds) are exactly what is left out: they leak an acquisition's
 signature into every cell.
 """
 

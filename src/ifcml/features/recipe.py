@@ -94,14 +94,15 @@ class Normalisation(_Strict):
     by: Literal["instance", "all"] = "instance"
 
 
+Operation = Literal[
+    "drop_na_columns", "variance_threshold", "blocklist", "noise_removal", "correlation_threshold"
+]
+
+
 class Pruning(_Strict):
     """pycytominer feature selection, in this order, then optional normalisation."""
 
-    operations: list[
-        Literal[
-            "drop_na_columns", "variance_threshold", "blocklist", "noise_removal", "correlation_threshold"
-        ]
-    ] = ["drop_na_columns", "variance_threshold", "blocklist", "noise_removal", "correlation_threshold"]
+    operations: list[Operation] = list(Operation.__args__)
     sample_cells: int = Field(100_000, ge=2)  # fit on a seeded sample of at most this many cells
     na_cutoff: float = Field(0.05, ge=0, le=1)
     freq_cut: float = Field(0.05, gt=0, le=1)
