@@ -18,37 +18,18 @@ import argparse
 import json
 import os
 import shutil
-import subprocess
-import sys
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from child import run_ifcml
 from ifcml.io.cif import write_cif
 from ifcml.simulate import PAPER_CHANNELS, SimulatedSource, SimulationSettings, write_tiff_export
 
 ROOT = Path(__file__).resolve().parents[1]
 JURKAT = ROOT.parent / "shared" / "data" / "jurkat_ifc" / "Experiment_1"
 JURKAT_CELLS = 3419
-
-
-def run_ingest(args: list[str], cores: int) -> tuple[float, float]:
-    """Run ``ifcml ingest`` in a fresh child pinned to ``cores`` cores; return (wall s, its peak RSS MiB)."""
-    start = time.perf_counter()
-    with tempfile.TemporaryFile() as errors:
-        child = subprocess.Popen(
-            [sys.executable, "-m", "ifcml.cli", "ingest", *args],
-            stdout=subprocess.DEVNULL,
-            stderr=errors,
-            preexec_fn=lambda: os.sched_setaffinity(0, range(cores)),
-        )
-        _, status, usage = os.wait4(child.pid, 0)  # this child's own resource usage
-        wall = time.perf_counter() - start
-        if status:
-            errors.seek(0)
-            raise RuntimeError(f"ingest failed: {errors.read().decode()[-2000:]}")
-    return wall, usage.ru_maxrss / 1024
 
 
 @dataclass
@@ -143,7 +124,7 @@ def main() -> None:
                     prepared = tiff_input(n, channels, work)
                 for cores in args.cores:
                     out = work / f"store_{reader}_{n}_{cores}"
-                    wall, peak = run_ingest([*prepared.args, "--out", str(out)], cores)
+                    wall, peak = run_ifcml(["ingest", *prepared.args, "--out", str(out)], cores)
                     shutil.rmtree(out)
                     measured = {
                         "reader": reader, "cells": prepared.cells, "channels": prepared.channels,

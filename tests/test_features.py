@@ -159,3 +159,17 @@ def test_real_jurkat_table_via_cli(jurkat_store, tmp_path, ifcml):
         for p in ("G1", "S_phase", "G2")
     )
     assert g1 < s < g2  # cells grow through the cycle
+
+
+def test_local_processes_and_a_dask_cluster_give_the_same_table(simulated_store, tmp_path):
+    from distributed import LocalCluster
+
+    recipe = Recipe(chunk_cells=40, measurements={"granularity": {"enabled": False}})
+    alone = read_features(write_features(simulated_store.path, tmp_path / "a.parquet", recipe=recipe))
+    pool = write_features(simulated_store.path, tmp_path / "b.parquet", recipe=recipe, workers=2)
+    pd.testing.assert_frame_equal(read_features(pool), alone)
+    with LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=None) as cluster:
+        dask = write_features(
+            simulated_store.path, tmp_path / "c.parquet", recipe=recipe, scheduler=cluster.scheduler_address
+        )
+    pd.testing.assert_frame_equal(read_features(dask), alone)

@@ -7,6 +7,7 @@ with exit status 2, never as a traceback.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from contextlib import contextmanager
 from pathlib import Path
@@ -21,7 +22,6 @@ from rich.table import Table
 from tqdm import tqdm
 
 from ifcml.errors import IfcmlError, InputError
-from ifcml.features.prune import normalise, select_features
 from ifcml.features.recipe import load_recipe
 from ifcml.features.table import read_features, write_features
 from ifcml.io.channels import parse_channel_map
@@ -152,13 +152,13 @@ def demo(
     out: Annotated[Path, typer.Option(help="Folder for the demo's data and results.")] = Path("demo_output"),
     seed: Annotated[int, typer.Option()] = 0,
 ) -> None:
-    """The main job on embedded default data: simulate, ingest, summarise.
+    """The main job on embedded default data: simulate, ingest, summarise, measure.
 
     Each step writes its output atomically and is skipped when that output already exists,
-    so an interrupted demo resumes where it stopped.
+    so an interrupted demo resumes where it stopped (feature chunks included).
     """
     settings = SimulationSettings(seed=seed)
-    raw, store_path = out / "simulated_tiff", out / "store"
+    raw, store_path, table = out / "simulated_tiff", out / "store", out / "features.parquet"
     if not raw.exists():
         out.mkdir(parents=True, exist_ok=True)
         run_simulation(settings, raw, "tiff")
@@ -169,6 +169,12 @@ def demo(
         with cell_progress(sum(s.n_candidates for s in sources), "ingest") as update:
             write_store(sources, store_path, samples=pd.read_csv(raw / "samples.csv"), on_cells=update)
     info(store_path, as_json=False)
+    if not table.exists():
+        with cell_progress(CellStore(store_path).n_cells, "features") as update:
+            workers = os.cpu_count() or 1
+            write_features(store_path, table, workers=workers, resume=True, on_cells=update)
+    shape = pq.read_metadata(table)
+    console.print(f"features: {shape.num_rows} cells x {shape.num_columns} columns, {table}", highlight=False)
 
 
 @app.command()
@@ -222,6 +228,8 @@ def prune(
     For exploring a data set. Evaluations (`ifcml train`, grids) refit pruning on each split's
     training instances instead, so that the held-out instance never chooses the features.
     """
+    from ifcml.features.prune import normalise, select_features  # pycytominer: ~1 s to import
+
     if out.exists() and not overwrite:
         raise InputError(f"{out}: already exists (pass --overwrite to replace it)")
     settings = load_recipe(recipe)

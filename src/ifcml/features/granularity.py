@@ -15,30 +15,50 @@ from __future__ import annotations
 import numba
 import numpy as np
 from scipy import ndimage
-from skimage.morphology import dilation, disk, erosion
+from skimage.morphology import disk, erosion
 
 _CROSS = disk(1)  # the 4-connected step CellProfiler erodes by
 
 
 def granularity(labels: np.ndarray, pixels: np.ndarray, element_size: int, spectrum_length: int) -> dict:
     """``Granularity_1..N`` -> per-object values for objects 1..K of ``labels``."""
-    n_objects = int(labels.max())
-    index = np.arange(1, n_objects + 1)
-    start_mean = np.asarray(ndimage.mean(pixels, labels, index), dtype=np.float64)
-    current_mean = start_mean
-    start_mean = np.maximum(start_mean, np.finfo(float).eps)
-    footprint = disk(element_size)
-    signal = pixels - dilation(erosion(pixels, footprint), footprint)
+    flat = labels.ravel()
+    counts = np.bincount(flat)[1:].astype(np.float64)
+
+    def object_means(image: np.ndarray) -> np.ndarray:
+        return np.bincount(flat, image.ravel(), minlength=len(counts) + 1)[1:] / counts
+
+    current_mean = object_means(pixels)
+    start_mean = np.maximum(current_mean, np.finfo(float).eps)
+    signal = pixels - _disk_filter(_disk_filter(pixels, element_size, np.minimum), element_size, np.maximum)
     signal[signal < 0] = 0
     eroded = signal
     spectrum = {}
     for step in range(1, spectrum_length + 1):
         eroded = erosion(eroded, _CROSS)
-        reconstructed = reconstruct_by_dilation(eroded, signal)
-        new_mean = np.asarray(ndimage.mean(reconstructed, labels, index), dtype=np.float64)
+        new_mean = object_means(reconstruct_by_dilation(eroded, signal))
         spectrum[f"Granularity_{step}"] = (current_mean - new_mean) * 100 / start_mean
         current_mean = new_mean
     return spectrum
+
+
+def _disk_filter(image: np.ndarray, radius: int, reduce: np.ufunc) -> np.ndarray:
+    """Grey erosion (``np.minimum``) or dilation (``np.maximum``) by ``disk(radius)``.
+
+    Equal to scikit-image's (borders mirrored likewise), about 10x faster at radius 10: a disk is
+    a stack of centred horizontal runs, so the result is the reduction, over row offsets, of
+    shifted running extrema along rows (``scipy.ndimage`` computes each in O(1) per pixel).
+    """
+    line = ndimage.minimum_filter1d if reduce is np.minimum else ndimage.maximum_filter1d
+    padded = np.pad(image, radius, mode="symmetric")  # scipy's "reflect"
+    rows, cols = image.shape
+    half_widths = disk(radius)[:, radius:].sum(axis=1) - 1  # run half-width at each row offset
+    runs = {w: line(padded, 2 * w + 1, axis=1) for w in set(half_widths.tolist())}
+    result = None
+    for dy, w in enumerate(half_widths):
+        shifted = runs[w][dy : dy + rows, radius : radius + cols]
+        result = shifted.copy() if result is None else reduce(result, shifted, out=result)
+    return result
 
 
 @numba.njit(cache=True)

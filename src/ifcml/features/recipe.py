@@ -117,7 +117,7 @@ class Pruning(_Strict):
 class Recipe(_Strict):
     version: Literal[1] = 1
     tile_padding: int = Field(2, ge=1)  # zero pixels around each cell when cells are measured together
-    chunk_cells: int = Field(512, ge=1)
+    chunk_cells: int = Field(256, ge=1)
     segmentation: Segmentation = Segmentation()
     objects: Objects = Objects()
     measurements: Measurements = Measurements()

@@ -165,8 +165,11 @@ def _open_parts(out: Path, manifest: dict, resume: bool) -> Path:
                 "remove the folder to start again"
             )
         return parts
-    parts.mkdir(parents=True)
-    manifest_path.write_text(json.dumps(manifest, indent=2))
+    fresh = parts.with_name(f"{parts.name}-{os.getpid()}")  # appears with its manifest or not at all
+    shutil.rmtree(fresh, ignore_errors=True)
+    fresh.mkdir(parents=True)
+    (fresh / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    os.rename(fresh, parts)
     return parts
 
 
