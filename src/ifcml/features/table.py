@@ -189,7 +189,8 @@ def _assemble(parts: Path, files: list[Path], out: Path) -> None:
     with pq.ParquetWriter(tmp, schema) as writer:
         for path in files:
             part = pq.read_table(path)
-            missing = [n for n in schema.names if n not in part.column_names]
+            present = set(part.column_names)
+            missing = [n for n in schema.names if n not in present]
             for name in missing:  # a chunk where no cell had an object measures nothing
                 part = part.append_column(name, pa.nulls(len(part), schema.field(name).type))
             writer.write_table(part.select(schema.names).cast(schema))
