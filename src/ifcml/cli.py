@@ -249,6 +249,80 @@ def prune(
     )
 
 
+@app.command("train")
+def train_command(
+    table: Annotated[Path, typer.Argument(help="A feature table from `ifcml features`.")],
+    model: Annotated[
+        str, typer.Option(help="A spec in models/ (naive_bayes, random_forest, ...) or a path.")
+    ],
+    split: Annotated[
+        str,
+        typer.Option(
+            help="leave-one-instance-out, leave-one-group-out:COLUMN, holdout:A,B or stratified-kfold:K."
+        ),
+    ] = "leave-one-instance-out",
+    channels: Annotated[
+        str | None, typer.Option(help="Channel set, e.g. BF,DF (default: all measured).")
+    ] = None,
+    labels: Annotated[
+        str | None, typer.Option(help="Only cells with these labels, e.g. leukemic,normal.")
+    ] = None,
+    max_evals: Annotated[
+        int | None, typer.Option(min=1, help="hyperopt trials (default: the spec's).")
+    ] = None,
+    seed: Annotated[int, typer.Option()] = 0,
+    experiment: Annotated[str, typer.Option(help="MLflow experiment name.")] = "ifcml",
+    tracking_uri: Annotated[
+        str | None,
+        typer.Option(help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else ./mlflow.db)."),
+    ] = None,
+    positive: Annotated[str, typer.Option(help="Class whose fraction is the readout.")] = "leukemic",
+) -> None:
+    """Evaluate one classical model over a split (nested tuning), refit it, and log it to MLflow."""
+    from ifcml.experiments.run import run_classical  # mlflow, hyperopt: seconds to import
+
+    def warn(message: str) -> None:
+        console.print(f"[bold red]{message}[/bold red]", highlight=False)
+
+    result = run_classical(
+        table,
+        model,
+        split,
+        channels=_names(channels),
+        labels=_names(labels),
+        max_evals=max_evals,
+        seed=seed,
+        experiment=experiment,
+        uri=tracking_uri,
+        positive=positive,
+        on_confound=warn,
+    )
+    shown = [
+        "balanced_accuracy",
+        "balanced_accuracy_ci_low",
+        "balanced_accuracy_ci_high",
+        "accuracy",
+        "instance_accuracy_mean",
+        "readout_mae",
+        "sensitivity_25pct",
+        "specificity_25pct",
+        "sensitivity_10pct",
+        "specificity_10pct",
+    ]
+    summary = Table("metric", "value")
+    for name in shown:
+        if name in result.metrics:
+            summary.add_row(name, f"{result.metrics[name]:.3f}")
+    console.print(summary)
+    console.print(
+        f"MLflow run {result.run_id} in {result.tracking_uri} (see `mlflow ui --backend-store-uri ...`)"
+    )
+
+
+def _names(text: str | None) -> list[str] | None:
+    return [n.strip() for n in text.split(",") if n.strip()] if text else None
+
+
 cellprofiler_app = typer.Typer(help="Real CellProfiler, in its own environment.", no_args_is_help=True)
 app.add_typer(cellprofiler_app, name="cellprofiler")
 

@@ -64,3 +64,10 @@ def correlation_name(obj: str, key: str, first: str, second: str) -> str:
     feature, swapped = _CORRELATION[key]
     a, b = (second, first) if swapped else (first, second)
     return f"{obj}_Correlation_{feature}_{a}_{b}"
+
+
+def columns_for_channels(columns: list[str], all_channels: list[str], keep: list[str]) -> list[str]:
+    """The feature columns a channel subset may use: shape features, and those whose every
+    channel token is kept (a BF-DF correlation needs both)."""
+    dropped = set(all_channels) - set(keep)
+    return [c for c in columns if not dropped.intersection(c.split("_"))]

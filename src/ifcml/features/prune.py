@@ -8,6 +8,8 @@ instance (each acquisition against itself) or with statistics from given referen
 
 from __future__ import annotations
 
+import warnings
+
 import pandas as pd
 from pycytominer import aggregate, feature_select, normalize
 from pycytominer.operations import noise_removal
@@ -66,9 +68,11 @@ def _stable_across_acquisitions(cells: pd.DataFrame, features: list[str], cutoff
     if len(labels) == 0:
         return features
     subset = cells[cells[LABEL].isin(labels)]
-    profiles = aggregate(
-        subset, strata=[INSTANCE, LABEL], features=features, operation="mean", output_type=None
-    )
+    with warnings.catch_warnings():  # pycytominer builds its frame column by column
+        warnings.simplefilter("ignore", pd.errors.PerformanceWarning)
+        profiles = aggregate(
+            subset, strata=[INSTANCE, LABEL], features=features, operation="mean", output_type=None
+        )
     profiles = normalize(
         profiles, features=features, meta_features=[INSTANCE, LABEL], method="standardize", output_type=None
     )

@@ -184,7 +184,10 @@ def _assemble(parts: Path, files: list[Path], out: Path) -> None:
         for field in pq.read_schema(path):
             if field.name not in names or pa.types.is_null(names[field.name]):
                 names[field.name] = field.type
-    schema = pa.schema([(n, t if not pa.types.is_null(t) else pa.float64()) for n, t in names.items()])
+    schema = pa.schema(
+        [(n, t if not pa.types.is_null(t) else pa.float64()) for n, t in names.items()],
+        metadata={"ifcml": (parts / "manifest.json").read_text()},  # store hash, recipe, channels
+    )
     tmp = parts / "table.parquet"
     with pq.ParquetWriter(tmp, schema) as writer:
         for path in files:
@@ -195,6 +198,12 @@ def _assemble(parts: Path, files: list[Path], out: Path) -> None:
                 part = part.append_column(name, pa.nulls(len(part), schema.field(name).type))
             writer.write_table(part.select(schema.names).cast(schema))
     os.replace(tmp, out)
+
+
+def table_manifest(path: Path | str) -> dict:
+    """What a feature table was computed from (store hash, channels, engine, recipe digest)."""
+    metadata = pq.read_schema(path).metadata or {}
+    return json.loads(metadata.get(b"ifcml", b"{}"))
 
 
 def read_features(path: Path | str) -> pd.DataFrame:

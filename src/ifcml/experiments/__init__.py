@@ -1,0 +1,1 @@
+"""Splits, metrics, MLflow tracking and evaluation, shared by the classical and deep branches."""

@@ -1,0 +1,159 @@
+"""Evaluating one classical model on one channel set over a split: nested and leak-free.
+
+For every fold, everything learnt from data is learnt from the fold's training rows only:
+the pruned feature list (pycytominer), the class balance (per-instance undersampling), the
+hyperparameters (hyperopt on an inner split of the training instances), the imputation and
+scaling statistics (inside the fitted pipeline). The held-out rows are only predicted.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from ifcml.errors import InputError
+from ifcml.experiments.splits import Fold, make_folds, undersample_per_instance
+from ifcml.features.prune import feature_columns, select_features
+from ifcml.features.recipe import Pruning
+from ifcml.features.table import FAILED
+from ifcml.models.classical import ModelSpec, fit
+from ifcml.models.tuning import Trial, tune
+
+LABEL, INSTANCE, CELL = "Metadata_label", "Metadata_instance", "Metadata_cell_id"
+
+
+@dataclass
+class FoldResult:
+    """What one held-out unit gave, and what training used (kept to prove nothing leaked)."""
+
+    name: str
+    predictions: pd.DataFrame  # cell_id, instance, label, predicted
+    params: dict
+    trials: list[Trial]
+    features: list[str]
+    train_rows: np.ndarray  # table row positions the model was fitted on (after balancing)
+    train_seconds: float
+    predict_seconds: float
+
+
+@dataclass
+class Evaluation:
+    model: str
+    classes: list[str]
+    folds: list[FoldResult] = field(default_factory=list)
+
+    @property
+    def predictions(self) -> pd.DataFrame:
+        return pd.concat([f.predictions for f in self.folds], ignore_index=True)
+
+
+def usable_cells(table: pd.DataFrame, labels: list[str] | None = None) -> pd.DataFrame:
+    """Labelled cells whose outline was found (optionally only the given labels), renumbered."""
+    keep = table[LABEL].notna()
+    if FAILED in table:
+        keep &= ~table[FAILED].astype(bool)
+    if labels:
+        unknown = sorted(set(labels) - set(table[LABEL].dropna()))
+        if unknown:
+            raise InputError(f"no cells labelled {', '.join(unknown)} in the feature table")
+        keep &= table[LABEL].isin(labels)
+    return table[keep].reset_index(drop=True)
+
+
+@dataclass
+class Trained:
+    """A model fitted on some rows, with everything that was learnt from those rows alone."""
+
+    model: object
+    features: list[str]
+    params: dict
+    trials: list[Trial]
+    rows: np.ndarray  # the table rows it was fitted on (after balancing)
+
+
+def train(
+    table: pd.DataFrame,
+    rows: np.ndarray,
+    spec: ModelSpec,
+    features: list[str],
+    pruning: Pruning,
+    seed: int,
+    max_evals: int,
+    classes: list[str],
+) -> Trained:
+    """Prune, balance, tune and fit using ``rows`` of ``table`` and nothing else."""
+    cells = table.iloc[rows]
+    kept = select_features(cells[[INSTANCE, LABEL, *features]], pruning, seed)
+    if spec.balance == "undersample":
+        rows = rows[undersample_per_instance(cells, np.arange(len(cells)), seed)]
+    x, y = _design(table, rows, kept, classes)
+    params, trials = tune(spec, x.to_numpy(), y, table[INSTANCE].to_numpy()[rows], seed, max_evals)
+    return Trained(fit(spec, params, seed, x, y), kept, params, trials, rows)
+
+
+def run_fold(
+    table: pd.DataFrame,
+    fold: Fold,
+    spec: ModelSpec,
+    features: list[str],
+    pruning: Pruning,
+    seed: int,
+    max_evals: int,
+    classes: list[str],
+) -> FoldResult:
+    """Train on ``fold.train`` (see :func:`train`); predict ``fold.test``."""
+    started = time.perf_counter()
+    trained = train(table, fold.train, spec, features, pruning, seed, max_evals, classes)
+    fitted = time.perf_counter()
+    test = table.iloc[fold.test]
+    predicted = np.asarray(classes)[trained.model.predict(test[trained.features])]
+    predictions = pd.DataFrame(
+        {
+            "cell_id": test[CELL].to_numpy(),
+            "instance": test[INSTANCE].to_numpy(),
+            "label": test[LABEL].to_numpy(),
+            "predicted": predicted,
+        }
+    )
+    return FoldResult(
+        fold.name,
+        predictions,
+        trained.params,
+        trained.trials,
+        trained.features,
+        trained.rows,
+        fitted - started,
+        time.perf_counter() - fitted,
+    )
+
+
+def evaluate(
+    table: pd.DataFrame,
+    spec: ModelSpec,
+    split: str,
+    *,
+    features: list[str] | None = None,
+    pruning: Pruning | None = None,
+    seed: int = 0,
+    max_evals: int | None = None,
+) -> Evaluation:
+    """Every fold of ``split`` on usable cells of ``table`` (see :func:`usable_cells`)."""
+    features = features or feature_columns(table)
+    classes = sorted(table[LABEL].unique().tolist())
+    result = Evaluation(spec.name, classes)
+    for fold in make_folds(table, split, seed):
+        result.folds.append(
+            run_fold(
+                table, fold, spec, features, pruning or Pruning(), seed, max_evals or spec.max_evals, classes
+            )
+        )
+    return result
+
+
+def _design(table: pd.DataFrame, rows: np.ndarray, features: list[str], classes: list[str]):
+    x = table.iloc[rows][features].astype(np.float64)  # a frame: fitted models keep the feature names
+    y = pd.Categorical(table[LABEL].to_numpy()[rows], categories=classes).codes.astype(np.int64)
+    return x, y

@@ -1,0 +1,100 @@
+"""The numbers the paper reports, computed once for every model and branch.
+
+Cell level: accuracy, balanced accuracy, per-class precision / recall / F1, confusion matrix.
+Instance level (each held-out sample): accuracy and the predicted vs reference fraction of each
+class, the residual-disease readout. Across instances: sensitivity and specificity of the
+slow-early-responder call (positive-class fraction at or above a cutoff, 25 % and 10 % in the
+paper). Bootstrap confidence intervals where the paper gives point values.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from sklearn.metrics import (
+    accuracy_score,
+    balanced_accuracy_score,
+    confusion_matrix,
+    precision_recall_fscore_support,
+)
+
+CUTOFFS = (0.25, 0.10)
+
+
+def cell_metrics(truth: np.ndarray, predicted: np.ndarray, classes: list[str]) -> dict[str, float]:
+    """Accuracy, balanced accuracy and per-class precision / recall / F1 over all given cells."""
+    metrics = {
+        "accuracy": float(accuracy_score(truth, predicted)),
+        "balanced_accuracy": float(balanced_accuracy_score(truth, predicted)),
+    }
+    precision, recall, f1, _ = precision_recall_fscore_support(
+        truth, predicted, labels=classes, zero_division=0
+    )
+    for name, p, r, f in zip(classes, precision, recall, f1, strict=True):
+        metrics |= {f"precision_{name}": float(p), f"recall_{name}": float(r), f"f1_{name}": float(f)}
+    return metrics
+
+
+def confusion_table(truth: np.ndarray, predicted: np.ndarray, classes: list[str]) -> pd.DataFrame:
+    """Rows: reference class; columns: predicted class; cell counts."""
+    counts = confusion_matrix(truth, predicted, labels=classes)
+    return pd.DataFrame(
+        counts, index=pd.Index(classes, name="reference"), columns=pd.Index(classes, name="predicted")
+    )
+
+
+def readout(predictions: pd.DataFrame, classes: list[str]) -> pd.DataFrame:
+    """Per instance: cells, accuracy, and reference vs predicted fraction of every class.
+
+    ``predictions`` has columns instance, label (reference) and predicted.
+    """
+    rows = []
+    for instance, part in predictions.groupby("instance", sort=True):
+        row = {
+            "instance": instance,
+            "cells": len(part),
+            "accuracy": float((part["label"] == part["predicted"]).mean()),
+        }
+        for name in classes:
+            row[f"reference_fraction_{name}"] = float((part["label"] == name).mean())
+            row[f"predicted_fraction_{name}"] = float((part["predicted"] == name).mean())
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def responder_calls(table: pd.DataFrame, positive: str, cutoffs=CUTOFFS) -> dict[str, float]:
+    """Sensitivity / specificity of 'positive fraction >= cutoff' across instances (NaN if undefined)."""
+    reference = table[f"reference_fraction_{positive}"].to_numpy()
+    predicted = table[f"predicted_fraction_{positive}"].to_numpy()
+    metrics = {"readout_mae": float(np.mean(np.abs(predicted - reference)))}
+    for cutoff in cutoffs:
+        truth, call = reference >= cutoff, predicted >= cutoff
+        tag = f"{round(cutoff * 100)}pct"
+        metrics[f"sensitivity_{tag}"] = (
+            float((call & truth).sum() / truth.sum()) if truth.any() else float("nan")
+        )
+        metrics[f"specificity_{tag}"] = (
+            float((~call & ~truth).sum() / (~truth).sum()) if (~truth).any() else float("nan")
+        )
+    return metrics
+
+
+def bootstrap_ci(values: np.ndarray, statistic=np.mean, n: int = 2000, seed: int = 0, level: float = 0.95):
+    """Percentile bootstrap interval of ``statistic`` over ``values`` (resampled with replacement)."""
+    values = np.asarray(values, dtype=float)
+    rng = np.random.default_rng(seed)
+    samples = rng.choice(values, size=(n, len(values)), replace=True)
+    estimates = np.apply_along_axis(statistic, 1, samples)
+    tail = (1 - level) / 2 * 100
+    return float(np.percentile(estimates, tail)), float(np.percentile(estimates, 100 - tail))
+
+
+def balanced_accuracy_ci(
+    truth: np.ndarray, predicted: np.ndarray, n: int = 1000, seed: int = 0, level: float = 0.95
+):
+    """Bootstrap interval of the pooled balanced accuracy, resampling cells."""
+    rng = np.random.default_rng(seed)
+    index = rng.integers(0, len(truth), size=(n, len(truth)))
+    estimates = [balanced_accuracy_score(truth[i], predicted[i]) for i in index]
+    tail = (1 - level) / 2 * 100
+    return float(np.percentile(estimates, tail)), float(np.percentile(estimates, 100 - tail))

@@ -1,0 +1,172 @@
+"""Recording evaluations in MLflow, the same way for every model and branch.
+
+One parent run per (model, channel set), tagged with the branch; one nested run per held-out
+unit with its tuned parameters and metrics, and under it one nested run per hyperopt trial;
+pooled metrics with bootstrap intervals, the readout, and artifacts on the parent; the model
+refitted on all usable cells, saved in a safe format (scikit-learn through skops with the
+reviewed types below, XGBoost as JSON).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import warnings
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import mlflow  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+from mlflow.models import infer_signature  # noqa: E402
+from sklearn.metrics import ConfusionMatrixDisplay  # noqa: E402
+
+from ifcml.experiments import metrics  # noqa: E402
+from ifcml.experiments.evaluate import Evaluation, Trained  # noqa: E402
+
+# Types skops must load besides scikit-learn's estimators: reviewed, nothing that runs code.
+SKOPS_TRUSTED = ["numpy.dtype", "sklearn.tree._tree.Tree"]
+
+
+def tracking_uri(explicit: str | None = None) -> str:
+    """``--tracking-uri``, else ``MLFLOW_TRACKING_URI``, else ``mlflow.db`` (SQLite) here."""
+    return explicit or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path.cwd() / 'mlflow.db'}"
+
+
+def summarise(evaluation: Evaluation, positive: str | None, seed: int) -> tuple[dict, pd.DataFrame]:
+    """Pooled metrics (with bootstrap intervals) and the per-instance readout table."""
+    predictions = evaluation.predictions
+    truth, predicted = predictions["label"].to_numpy(), predictions["predicted"].to_numpy()
+    summary = metrics.cell_metrics(truth, predicted, evaluation.classes)
+    low, high = metrics.balanced_accuracy_ci(truth, predicted, seed=seed)
+    summary |= {"balanced_accuracy_ci_low": low, "balanced_accuracy_ci_high": high}
+    per_instance = metrics.readout(predictions, evaluation.classes)
+    summary["instance_accuracy_mean"] = float(per_instance["accuracy"].mean())
+    summary["instance_accuracy_median"] = float(per_instance["accuracy"].median())
+    if len(per_instance) > 1:
+        low, high = metrics.bootstrap_ci(per_instance["accuracy"].to_numpy(), seed=seed)
+        summary |= {"instance_accuracy_ci_low": low, "instance_accuracy_ci_high": high}
+    if positive in evaluation.classes:
+        summary |= metrics.responder_calls(per_instance, positive)
+    summary["train_seconds"] = float(sum(f.train_seconds for f in evaluation.folds))
+    summary["predict_seconds_per_cell"] = float(
+        sum(f.predict_seconds for f in evaluation.folds) / max(1, len(predictions))
+    )
+    return summary, per_instance
+
+
+def log_evaluation(
+    evaluation: Evaluation,
+    *,
+    experiment: str,
+    run_name: str,
+    tags: dict[str, str],
+    params: dict,
+    dataset: pd.DataFrame,
+    dataset_source: str,
+    dataset_digest: str,
+    positive: str | None,
+    seed: int,
+    final: Trained | None = None,
+) -> str:
+    """Write one evaluation as a parent run with nested runs; returns the parent run id."""
+    mlflow.set_experiment(experiment)
+    summary, per_instance = summarise(evaluation, positive, seed)
+    with mlflow.start_run(run_name=run_name, tags=tags) as parent:
+        mlflow.log_params(params)
+        with warnings.catch_warnings():  # a local path matches two identical local-file source types
+            warnings.filterwarnings(
+                "ignore", "The specified dataset source can be interpreted in multiple ways"
+            )
+            source = mlflow.data.from_pandas(
+                dataset,
+                source=dataset_source,
+                targets="Metadata_label",
+                name=Path(dataset_source).name,
+                digest=dataset_digest,
+            )
+        mlflow.log_input(source, context="evaluation")
+        for fold in evaluation.folds:
+            _log_fold(fold, evaluation.classes, tags)
+        mlflow.log_metrics({k: v for k, v in summary.items() if np.isfinite(v)})
+        _log_tables(evaluation, per_instance)
+        if final is not None:
+            _log_model(final, dataset, evaluation.classes)
+        return parent.info.run_id
+
+
+def _log_fold(fold, classes: list[str], tags: dict[str, str]) -> None:
+    with mlflow.start_run(
+        run_name=f"held-out {fold.name}", nested=True, tags={**tags, "held_out": fold.name}
+    ):
+        mlflow.log_params(
+            {f"best_{k}": v for k, v in fold.params.items()} | {"n_features": len(fold.features)}
+        )
+        p = fold.predictions
+        fold_metrics = metrics.cell_metrics(p["label"].to_numpy(), p["predicted"].to_numpy(), classes)
+        for name in classes:
+            fold_metrics[f"reference_fraction_{name}"] = float((p["label"] == name).mean())
+            fold_metrics[f"predicted_fraction_{name}"] = float((p["predicted"] == name).mean())
+        mlflow.log_metrics(fold_metrics | {"train_seconds": fold.train_seconds, "cells": len(p)})
+        for trial in fold.trials:
+            with mlflow.start_run(
+                run_name=f"trial {trial.number}", nested=True, tags={**tags, "kind": "trial"}
+            ):
+                mlflow.log_params(trial.params or {"defaults": True})
+                mlflow.log_metric("loss", trial.loss)
+
+
+def _log_tables(evaluation: Evaluation, per_instance: pd.DataFrame) -> None:
+    predictions = evaluation.predictions
+    confusion = metrics.confusion_table(predictions["label"], predictions["predicted"], evaluation.classes)
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        confusion.to_csv(folder / "confusion_matrix.csv")
+        per_instance.to_csv(folder / "per_instance.csv", index=False)
+        predictions.to_parquet(folder / "predictions.parquet", index=False)
+        pd.DataFrame(
+            [
+                {"held_out": f.name, "trial": t.number, "loss": t.loss, **t.params}
+                for f in evaluation.folds
+                for t in f.trials
+            ]
+        ).to_csv(folder / "trials.csv", index=False)
+        figure, axes = plt.subplots(
+            figsize=(1.6 * len(evaluation.classes) + 2, 1.4 * len(evaluation.classes) + 1.5)
+        )
+        ConfusionMatrixDisplay(confusion.to_numpy(), display_labels=evaluation.classes).plot(
+            ax=axes, colorbar=False
+        )
+        axes.set_title(f"{evaluation.model}: pooled over held-out units")
+        figure.tight_layout()
+        figure.savefig(folder / "confusion_matrix.png", dpi=120)
+        plt.close(figure)
+        mlflow.log_artifacts(tmp)
+
+
+def _log_model(final: Trained, dataset: pd.DataFrame, classes: list[str]) -> None:
+    example = dataset[final.features].head(5).astype(np.float64)
+    signature = infer_signature(example, np.asarray(classes)[final.model.predict(example)])
+    metadata = {"classes": classes, "features": final.features}
+    if type(final.model).__module__.startswith("xgboost"):
+        mlflow.xgboost.log_model(
+            final.model,
+            name="model",
+            model_format="json",
+            signature=signature,
+            input_example=example,
+            metadata=metadata,
+        )
+    else:
+        mlflow.sklearn.log_model(
+            final.model,
+            name="model",
+            serialization_format="skops",
+            skops_trusted_types=SKOPS_TRUSTED,
+            signature=signature,
+            input_example=example,
+            metadata=metadata,
+        )

@@ -1,0 +1,1 @@
+"""Model specs (``models/*.yaml``) turned into estimators, and their hyperopt tuning."""

@@ -1,0 +1,134 @@
+"""Classical estimators from model specs (``models/*.yaml``): the registry and the pipelines.
+
+A spec names an estimator from :data:`ESTIMATORS` (never an arbitrary import path), fixed
+settings, whether features are standardised, how classes are balanced, and a hyperopt search
+space written in YAML. Missing feature values are imputed with the training median.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import yaml
+from hyperopt import hp
+from hyperopt.pyll import scope
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from sklearn.ensemble import RandomForestClassifier
+from sklearn.impute import SimpleImputer
+from sklearn.naive_bayes import GaussianNB
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import StandardScaler
+from sklearn.svm import LinearSVC
+from sklearn.utils.class_weight import compute_sample_weight
+from xgboost import XGBClassifier
+
+from ifcml.errors import InputError
+
+MODELS_DIR = Path(__file__).resolve().parents[3] / "models"
+ESTIMATORS = {
+    "gaussian_nb": GaussianNB,
+    "random_forest": RandomForestClassifier,
+    "linear_svm": LinearSVC,
+    "xgboost": XGBClassifier,
+}
+# estimators that take a seed, and under which name
+SEEDED = {"random_forest": "random_state", "linear_svm": "random_state", "xgboost": "random_state"}
+DISTRIBUTIONS = ("choice", "uniform", "loguniform", "quniform", "qloguniform")
+
+
+class Parameter(BaseModel):
+    """One searched hyperparameter: exactly one distribution, bounds as real values."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    choice: list | None = None
+    uniform: tuple[float, float] | None = None
+    loguniform: tuple[float, float] | None = None  # bounds, not their logarithms
+    quniform: tuple[float, float, float] | None = None
+    qloguniform: tuple[float, float, float] | None = None
+    integer: bool = False
+
+    @model_validator(mode="after")
+    def _one_distribution(self):
+        given = [d for d in DISTRIBUTIONS if getattr(self, d) is not None]
+        if len(given) != 1:
+            raise ValueError(
+                f"give exactly one of {', '.join(DISTRIBUTIONS)} (got {', '.join(given) or 'none'})"
+            )
+        return self
+
+    def space(self, label: str):
+        if self.choice is not None:
+            return hp.choice(label, self.choice)
+        if self.uniform is not None:
+            node = hp.uniform(label, *self.uniform)
+        elif self.loguniform is not None:
+            node = hp.loguniform(label, *map(math.log, self.loguniform))
+        elif self.quniform is not None:
+            node = hp.quniform(label, *self.quniform)
+        else:
+            low, high, q = self.qloguniform
+            node = hp.qloguniform(label, math.log(low), math.log(high), q)
+        return scope.int(node) if self.integer else node
+
+
+class ModelSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    name: str
+    estimator: Literal["gaussian_nb", "random_forest", "linear_svm", "xgboost"]
+    scale: bool = False  # standardise features (with training statistics) before the estimator
+    balance: Literal["undersample", "class_weight", "none"] = "undersample"
+    fixed: dict = {}
+    search: dict[str, Parameter] = {}
+    max_evals: int = Field(20, ge=1)
+
+    def space(self) -> dict:
+        return {name: parameter.space(name) for name, parameter in self.search.items()}
+
+
+def load_model_spec(name_or_path: str | Path) -> ModelSpec:
+    """A spec by name (``models/<name>.yaml``) or path; errors name the file and the key."""
+    path = Path(name_or_path)
+    if not path.suffix:
+        path = MODELS_DIR / f"{name_or_path}.yaml"
+    if not path.is_file():
+        known = ", ".join(sorted(p.stem for p in MODELS_DIR.glob("*.yaml")))
+        raise InputError(f"{path}: no such model spec (known: {known})")
+    try:
+        return ModelSpec.model_validate(yaml.safe_load(path.read_text()) or {})
+    except yaml.YAMLError as exc:
+        raise InputError(f"{path}: not valid YAML ({exc})") from exc
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        key = ".".join(str(part) for part in first["loc"]) or "(top level)"
+        raise InputError(f"{path}: {key}: {first['msg']}") from exc
+
+
+def build(spec: ModelSpec, params: dict, seed: int):
+    """An unfitted estimator for ``params`` (searched values); XGBoost alone, others in a pipeline.
+
+    XGBoost handles missing values and needs no scaling, so it is kept bare (and saved as JSON).
+    """
+    settings = {**spec.fixed, **params}
+    if spec.estimator in SEEDED:
+        settings.setdefault(SEEDED[spec.estimator], seed)
+    estimator = ESTIMATORS[spec.estimator](**settings)
+    if spec.estimator == "xgboost":
+        return estimator
+    steps = [("impute", SimpleImputer(strategy="median"))]
+    if spec.scale:
+        steps.append(("scale", StandardScaler()))
+    return Pipeline([*steps, ("estimator", estimator)])
+
+
+def fit(spec: ModelSpec, params: dict, seed: int, features: np.ndarray, labels: np.ndarray):
+    """Fit on encoded labels (0..K-1); class weights when the spec balances that way."""
+    model = build(spec, params, seed)
+    weights = compute_sample_weight("balanced", labels) if spec.balance == "class_weight" else None
+    if spec.estimator == "xgboost":
+        model.fit(features, labels, sample_weight=weights)
+    else:
+        model.fit(features, labels, estimator__sample_weight=weights)
+    return model

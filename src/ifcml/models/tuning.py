@@ -1,0 +1,76 @@
+"""Hyperparameter search with hyperopt's TPE, scored on training instances only.
+
+The objective is the balanced accuracy of an inner split of the rows it is given (grouped by
+instance when there are several, so tuning, too, rewards what generalises across
+acquisitions); callers pass only training rows, so a held-out instance never steers the search.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from hyperopt import STATUS_OK, Trials, fmin, space_eval, tpe
+from sklearn.metrics import balanced_accuracy_score
+from sklearn.model_selection import GroupKFold, StratifiedKFold
+
+from ifcml.models.classical import ModelSpec, fit
+
+INNER_FOLDS = 3
+
+
+@dataclass(frozen=True)
+class Trial:
+    number: int
+    params: dict
+    loss: float  # 1 - mean inner balanced accuracy
+
+
+def inner_folds(labels: np.ndarray, groups: np.ndarray, seed: int):
+    """Grouped folds over instances when there are at least two, else stratified folds."""
+    n_groups = len(np.unique(groups))
+    if n_groups >= 2:
+        return list(GroupKFold(min(INNER_FOLDS, n_groups)).split(labels, labels, groups))
+    n = max(2, min(INNER_FOLDS, np.bincount(labels).min()))
+    return list(StratifiedKFold(n, shuffle=True, random_state=seed).split(labels, labels))
+
+
+def inner_loss(spec: ModelSpec, params: dict, seed: int, features, labels, folds) -> float:
+    scores = []
+    for train, test in folds:
+        model = fit(spec, params, seed, features[train], labels[train])
+        scores.append(balanced_accuracy_score(labels[test], model.predict(features[test])))
+    return 1.0 - float(np.mean(scores))
+
+
+def tune(
+    spec: ModelSpec, features: np.ndarray, labels: np.ndarray, groups: np.ndarray, seed: int, max_evals: int
+):
+    """(best params, every trial) for ``spec`` on these rows; seeded, so repeatable."""
+    folds = inner_folds(labels, groups, seed)
+    if not spec.search:
+        return {}, [Trial(0, {}, inner_loss(spec, {}, seed, features, labels, folds))]
+    space = spec.space()
+
+    def objective(params):
+        return {"loss": inner_loss(spec, params, seed, features, labels, folds), "status": STATUS_OK}
+
+    trials = Trials()
+    best = fmin(
+        objective,
+        space,
+        algo=tpe.suggest,
+        max_evals=max_evals,
+        trials=trials,
+        rstate=np.random.default_rng(seed),
+        show_progressbar=False,
+    )
+    record = [
+        Trial(
+            k,
+            space_eval(space, {name: values[0] for name, values in t["misc"]["vals"].items() if values}),
+            float(t["result"]["loss"]),
+        )
+        for k, t in enumerate(trials.trials)
+    ]
+    return space_eval(space, best), record
