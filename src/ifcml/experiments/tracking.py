@@ -149,7 +149,9 @@ def _log_tables(evaluation: Evaluation, per_instance: pd.DataFrame) -> None:
 
 def _log_model(final: Trained, dataset: pd.DataFrame, classes: list[str]) -> None:
     example = dataset[final.features].head(5).astype(np.float64)
-    signature = infer_signature(example, np.asarray(classes)[final.model.predict(example)])
+    with warnings.catch_warnings():  # outputs are class codes (metadata "classes" names them), never missing
+        warnings.filterwarnings("ignore", "Hint: Inferred schema contains integer column")
+        signature = infer_signature(example, final.model.predict(example))
     metadata = {"classes": classes, "features": final.features}
     if type(final.model).__module__.startswith("xgboost"):
         mlflow.xgboost.log_model(
