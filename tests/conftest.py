@@ -80,3 +80,19 @@ def simulated_store(tmp_path_factory):
         patients=2, timepoints=("day0", "day15"), cells_per_sample=40, channels={1: "BF", 6: "DF", 7: "DAPI"}
     )
     return write_store([SimulatedSource(settings)], tmp_path_factory.mktemp("sim") / "store")
+
+
+@pytest.fixture(scope="session")
+def simulated_features(tmp_path_factory):
+    """Features of simulated samples with known truth: 4 patients x 2 timepoints x 60 cells."""
+    from ifcml.features.table import write_features
+    from ifcml.io.store import write_store
+    from ifcml.simulate import SimulatedSource, SimulationSettings
+
+    settings = SimulationSettings(
+        patients=4, timepoints=("day0", "day15"), cells_per_sample=60, channels={1: "BF", 6: "DF", 7: "DAPI"}
+    )
+    folder = tmp_path_factory.mktemp("simfeatures")
+    source = SimulatedSource(settings)
+    store = write_store([source], folder / "store", samples=source.samples)
+    return write_features(store.path, folder / "features.parquet")

@@ -77,7 +77,7 @@ def log_evaluation(
     summary, per_instance = summarise(evaluation, positive, seed)
     with mlflow.start_run(run_name=run_name, tags=tags) as parent:
         mlflow.log_params(params)
-        with warnings.catch_warnings():  # a local path matches two identical local-file source types
+        with warnings.catch_warnings():  # a local path matches two identical source types; ids are ints
             warnings.filterwarnings(
                 "ignore", "The specified dataset source can be interpreted in multiple ways"
             )
@@ -149,26 +149,26 @@ def _log_tables(evaluation: Evaluation, per_instance: pd.DataFrame) -> None:
 
 def _log_model(final: Trained, dataset: pd.DataFrame, classes: list[str]) -> None:
     example = dataset[final.features].head(5).astype(np.float64)
+    metadata = {"classes": classes, "features": final.features}
     with warnings.catch_warnings():  # outputs are class codes (metadata "classes" names them), never missing
         warnings.filterwarnings("ignore", "Hint: Inferred schema contains integer column")
         signature = infer_signature(example, final.model.predict(example))
-    metadata = {"classes": classes, "features": final.features}
-    if type(final.model).__module__.startswith("xgboost"):
-        mlflow.xgboost.log_model(
-            final.model,
-            name="model",
-            model_format="json",
-            signature=signature,
-            input_example=example,
-            metadata=metadata,
-        )
-    else:
-        mlflow.sklearn.log_model(
-            final.model,
-            name="model",
-            serialization_format="skops",
-            skops_trusted_types=SKOPS_TRUSTED,
-            signature=signature,
-            input_example=example,
-            metadata=metadata,
-        )
+        if type(final.model).__module__.startswith("xgboost"):
+            mlflow.xgboost.log_model(
+                final.model,
+                name="model",
+                model_format="json",
+                signature=signature,
+                input_example=example,
+                metadata=metadata,
+            )
+        else:
+            mlflow.sklearn.log_model(
+                final.model,
+                name="model",
+                serialization_format="skops",
+                skops_trusted_types=SKOPS_TRUSTED,
+                signature=signature,
+                input_example=example,
+                metadata=metadata,
+            )

@@ -117,7 +117,7 @@ def build(spec: ModelSpec, params: dict, seed: int):
     estimator = ESTIMATORS[spec.estimator](**settings)
     if spec.estimator == "xgboost":
         return estimator
-    steps = [("impute", SimpleImputer(strategy="median"))]
+    steps = [("impute", SimpleImputer(strategy="median", keep_empty_features=True))]  # all-missing -> 0
     if spec.scale:
         steps.append(("scale", StandardScaler()))
     return Pipeline([*steps, ("estimator", estimator)])

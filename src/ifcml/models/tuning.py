@@ -7,6 +7,7 @@ acquisitions); callers pass only training rows, so a held-out instance never ste
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -37,9 +38,11 @@ def inner_folds(labels: np.ndarray, groups: np.ndarray, seed: int):
 
 def inner_loss(spec: ModelSpec, params: dict, seed: int, features, labels, folds) -> float:
     scores = []
-    for train, test in folds:
-        model = fit(spec, params, seed, features[train], labels[train])
-        scores.append(balanced_accuracy_score(labels[test], model.predict(features[test])))
+    with warnings.catch_warnings():  # an inner fold may lack a class the model predicts
+        warnings.filterwarnings("ignore", "y_pred contains classes not in y_true")
+        for train, test in folds:
+            model = fit(spec, params, seed, features[train], labels[train])
+            scores.append(balanced_accuracy_score(labels[test], model.predict(features[test])))
     return 1.0 - float(np.mean(scores))
 
 
