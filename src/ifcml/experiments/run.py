@@ -50,7 +50,11 @@ def run_classical(
     spec = load_model_spec(model)
     manifest = table_manifest(features_path)
     table = usable_cells(read_features(features_path), labels)
-    all_channels = manifest.get("channels") or []
+    all_channels = manifest.get("channels")
+    if not all_channels:
+        raise InputError(
+            f"{features_path}: no ifcml manifest (not written by `ifcml features` of this version)"
+        )
     chosen = channels or all_channels
     unknown = sorted(set(chosen) - set(all_channels))
     if unknown:
