@@ -33,6 +33,7 @@ def test_demo_runs_and_a_second_run_reuses_finished_steps(ifcml, tmp_path):
     code, first, err = ifcml("demo", "--out", out)
     assert code == 0, err
     assert "3600 cells" in first and "P04_day33" in first
+    assert "features: 3600 cells" in first and "balanced accuracy" in first
     summary = json.loads(ifcml("info", out / "store", "--json")[1])
     assert summary["n_cells"] == 3600 and len(summary["counts"]) == 12
     assert summary["channels"] == ["BF", "CD10", "CD34", "DF", "DAPI", "CD19", "CD45"]

@@ -27,14 +27,13 @@ LABEL, INSTANCE, CELL = "Metadata_label", "Metadata_instance", "Metadata_cell_id
 
 @dataclass
 class FoldResult:
-    """What one held-out unit gave, and what training used (kept to prove nothing leaked)."""
+    """What one held-out unit gave, and what its training chose."""
 
     name: str
     predictions: pd.DataFrame  # cell_id, instance, label, predicted
     params: dict
     trials: list[Trial]
     features: list[str]
-    train_rows: np.ndarray  # table row positions the model was fitted on (after balancing)
     train_seconds: float
     predict_seconds: float
 
@@ -124,7 +123,6 @@ def run_fold(
         trained.params,
         trained.trials,
         trained.features,
-        trained.rows,
         fitted - started,
         time.perf_counter() - fitted,
     )

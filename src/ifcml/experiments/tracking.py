@@ -81,8 +81,8 @@ def log_evaluation(
             warnings.filterwarnings(
                 "ignore", "The specified dataset source can be interpreted in multiple ways"
             )
-            source = mlflow.data.from_pandas(
-                dataset,
+            source = mlflow.data.from_pandas(  # the cells evaluated; the digest names store + recipe
+                dataset.filter(like="Metadata_"),
                 source=dataset_source,
                 targets="Metadata_label",
                 name=Path(dataset_source).name,
