@@ -88,7 +88,7 @@ def log_evaluation(
                 name=Path(dataset_source).name,
                 digest=dataset_digest,
             )
-        mlflow.log_input(source, context="evaluation")
+            mlflow.log_input(source, context="evaluation")
         for fold in evaluation.folds:
             _log_fold(fold, evaluation.classes, tags)
         mlflow.log_metrics({k: v for k, v in summary.items() if np.isfinite(v)})
