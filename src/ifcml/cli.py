@@ -310,7 +310,9 @@ def train_command(
     from ifcml.experiments.run import run_classical  # mlflow, hyperopt: seconds to import
 
     def warn(message: str) -> None:
-        console.print(f"[bold red]{message}[/bold red]", highlight=False)
+        Console(stderr=True, soft_wrap=True).print(
+            f"[bold red]WARNING: {message}[/bold red]", highlight=False
+        )
 
     result = run_classical(
         table,
@@ -342,9 +344,8 @@ def train_command(
         if name in result.metrics:
             summary.add_row(name, f"{result.metrics[name]:.3f}")
     console.print(summary)
-    console.print(
-        f"MLflow run {result.run_id} in {result.tracking_uri} (see `mlflow ui --backend-store-uri ...`)"
-    )
+    console.print(f"MLflow run {result.run_id} in {result.tracking_uri}", highlight=False)
+    console.print(f"browse: .venv/bin/mlflow ui --backend-store-uri {result.tracking_uri}", highlight=False)
 
 
 def _names(text: str | None) -> list[str] | None:
