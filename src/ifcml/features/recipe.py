@@ -12,10 +12,9 @@ import json
 from pathlib import Path
 from typing import Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
-from ifcml.errors import InputError
+from ifcml.specs import load_spec
 
 
 class _Strict(BaseModel):
@@ -131,18 +130,4 @@ class Recipe(_Strict):
 
 def load_recipe(path: Path | str | None = None) -> Recipe:
     """Read and validate a recipe file; ``None`` gives the defaults (``features/default.yaml``)."""
-    if path is None:
-        return Recipe()
-    path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except OSError as exc:
-        raise InputError(f"{path}: cannot read the feature recipe ({exc.strerror})") from exc
-    except yaml.YAMLError as exc:
-        raise InputError(f"{path}: not valid YAML ({exc})") from exc
-    try:
-        return Recipe.model_validate(data)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        key = ".".join(str(part) for part in first["loc"]) or "(top level)"
-        raise InputError(f"{path}: {key}: {first['msg']}") from exc
+    return Recipe() if path is None else load_spec(Path(path), Recipe, "feature recipe")

@@ -12,10 +12,9 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
-import yaml
 from hyperopt import hp
 from hyperopt.pyll import scope
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.impute import SimpleImputer
 from sklearn.naive_bayes import GaussianNB
@@ -26,6 +25,7 @@ from sklearn.utils.class_weight import compute_sample_weight
 from xgboost import XGBClassifier
 
 from ifcml.errors import InputError
+from ifcml.specs import load_spec
 
 MODELS_DIR = Path(__file__).resolve().parents[3] / "models"
 ESTIMATORS = {
@@ -96,14 +96,7 @@ def load_model_spec(name_or_path: str | Path) -> ModelSpec:
     if not path.is_file():
         known = ", ".join(sorted(p.stem for p in MODELS_DIR.glob("*.yaml")))
         raise InputError(f"{path}: no such model spec (known: {known})")
-    try:
-        return ModelSpec.model_validate(yaml.safe_load(path.read_text()) or {})
-    except yaml.YAMLError as exc:
-        raise InputError(f"{path}: not valid YAML ({exc})") from exc
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        key = ".".join(str(part) for part in first["loc"]) or "(top level)"
-        raise InputError(f"{path}: {key}: {first['msg']}") from exc
+    return load_spec(path, ModelSpec, "model spec")
 
 
 def build(spec: ModelSpec, params: dict, seed: int):

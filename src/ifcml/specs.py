@@ -1,0 +1,33 @@
+"""Reading the YAML files users edit (feature recipes, model specs, experiment grids).
+
+One place turns a YAML file into a validated pydantic model, so every kind of spec reports a
+problem the same way: the file, the key's path, what was expected.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TypeVar
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from ifcml.errors import InputError
+
+Spec = TypeVar("Spec", bound=BaseModel)
+
+
+def load_spec(path: Path, model: type[Spec], what: str) -> Spec:
+    """``model`` validated from the YAML file ``path`` (``what`` names it in messages)."""
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read the {what} ({exc.strerror})") from exc
+    except yaml.YAMLError as exc:
+        raise InputError(f"{path}: not valid YAML ({exc})") from exc
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        key = ".".join(str(part) for part in first["loc"]) or "(top level)"
+        raise InputError(f"{path}: {key}: {first['msg']}") from exc
