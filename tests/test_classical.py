@@ -170,3 +170,17 @@ def test_leave_one_instance_out_is_logged_to_mlflow(simulated_features, tmp_path
 def test_train_command_reports_bad_model_names(simulated_features, ifcml):
     code, _, err = ifcml("train", simulated_features, "--model", "deep_forest")
     assert code == 2 and "deep_forest" in err and "naive_bayes" in err
+
+
+def test_model_spec_mistakes_name_the_file_and_key(tmp_path):
+    spec = tmp_path / "mine.yaml"
+    spec.write_text("name: mine\nestimator: random_forest\nserch: {}\n")
+    with pytest.raises(IfcmlError, match=r"mine\.yaml: serch: Extra inputs"):
+        load_model_spec(spec)
+    spec.write_text(
+        "name: mine\nestimator: linear_svm\nsearch:\n  C: {loguniform: [1, 2], uniform: [0, 1]}\n"
+    )
+    with pytest.raises(IfcmlError, match=r"search\.C: .*exactly one of"):
+        load_model_spec(spec)
+    for name in ("naive_bayes", "random_forest", "linear_svm", "xgboost"):
+        assert load_model_spec(name).space().keys() == load_model_spec(name).search.keys()
