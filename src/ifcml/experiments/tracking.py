@@ -81,6 +81,7 @@ def log_evaluation(
             warnings.filterwarnings(
                 "ignore", "The specified dataset source can be interpreted in multiple ways"
             )
+            warnings.filterwarnings("ignore", "Hint: Inferred schema contains integer column")  # cell ids
             source = mlflow.data.from_pandas(  # the cells evaluated; the digest names store + recipe
                 dataset.filter(like="Metadata_"),
                 source=dataset_source,
