@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import Executor, ProcessPoolExecutor, as_completed
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import lru_cache
 from multiprocessing import get_context
 from pathlib import Path
 
@@ -41,6 +42,7 @@ class FeatureJob:
     """Everything a worker needs to measure one chunk (small and picklable)."""
 
     store: Path
+    store_digest: str  # the store's images SHA-256: a store replaced during the run is noticed
     channels: tuple[str, ...]
     recipe: Recipe
     engine: str
@@ -57,9 +59,18 @@ class FeatureJob:
         }
 
 
+@lru_cache(maxsize=4)
+def _open_store(path: Path, digest: str) -> CellStore:
+    """One open store per worker process: cells.parquet is read once, not once per chunk."""
+    store = CellStore(path)
+    if store.meta["images_sha256"] != digest:
+        raise StoreError(f"{path}: the store changed while its features were being computed")
+    return store
+
+
 def measure_chunk(job: FeatureJob, start: int, stop: int) -> pd.DataFrame:
     """Metadata and features of cells ``start:stop`` of the store (runs in a worker)."""
-    store = CellStore(job.store)
+    store = _open_store(job.store, job.store_digest)
     picked = store.channel_indices(job.channels)
     images = store.images[start:stop][:, picked]
     masks = None if store.masks is None else store.masks[start:stop][:, picked]
@@ -99,7 +110,7 @@ def write_features(
     recipe = recipe or Recipe()
     chosen = tuple(channels) if channels else tuple(store.channels)
     store.channel_indices(chosen)  # unknown channel names fail here, before any work
-    job = FeatureJob(store.path.resolve(), chosen, recipe, engine)
+    job = FeatureJob(store.path.resolve(), store.meta["images_sha256"], chosen, recipe, engine)
     parts = _open_parts(out, job.manifest(store), resume)
     step = recipe.chunk_cells
     chunks = [(a, min(a + step, store.n_cells)) for a in range(0, store.n_cells, step)]

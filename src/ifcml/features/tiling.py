@@ -40,12 +40,6 @@ class Layout:
         th, tw = self.tile_shape
         return self.rows * th, self.cols * tw
 
-    def origins(self) -> tuple[np.ndarray, np.ndarray]:
-        """Top-left pixel of each cell's canvas inside the montage."""
-        th, tw = self.tile_shape
-        index = np.arange(self.n)
-        return index // self.cols * th + self.padding, index % self.cols * tw + self.padding
-
 
 def tile(cells: np.ndarray, layout: Layout) -> np.ndarray:
     """(n, H, W) images -> one montage, cells row by row, zero between them."""
