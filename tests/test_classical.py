@@ -184,3 +184,15 @@ def test_model_spec_mistakes_name_the_file_and_key(tmp_path):
         load_model_spec(spec)
     for name in ("naive_bayes", "random_forest", "linear_svm", "xgboost"):
         assert load_model_spec(name).space().keys() == load_model_spec(name).search.keys()
+
+
+def test_xgboost_learns_when_a_class_is_missing_from_training():
+    """A held-out unit may hold a whole class (one montage per phase): training lacks its code."""
+    from ifcml.models.classical import fit
+
+    rng = np.random.default_rng(0)
+    labels = np.repeat([0, 2], 50)  # class 1 absent
+    features = pd.DataFrame({"a": labels + rng.normal(scale=0.1, size=100), "b": rng.normal(size=100)})
+    spec = load_model_spec("xgboost")
+    model = fit(spec, {"n_estimators": 10}, 0, features, labels)
+    assert set(model.predict(features)) == {0, 2}

@@ -120,8 +120,22 @@ def fit(spec: ModelSpec, params: dict, seed: int, features: np.ndarray, labels: 
     """Fit on encoded labels (0..K-1); class weights when the spec balances that way."""
     model = build(spec, params, seed)
     weights = compute_sample_weight("balanced", labels) if spec.balance == "class_weight" else None
-    if spec.estimator == "xgboost":
-        model.fit(features, labels, sample_weight=weights)
-    else:
-        model.fit(features, labels, estimator__sample_weight=weights)
-    return model
+    if spec.estimator != "xgboost":
+        return model.fit(features, labels, estimator__sample_weight=weights)
+    present = np.unique(labels)
+    if np.array_equal(present, np.arange(len(present))):
+        return model.fit(features, labels, sample_weight=weights)
+    model.fit(features, np.searchsorted(present, labels), sample_weight=weights)
+    return PresentClasses(model, present)
+
+
+class PresentClasses:
+    """XGBoost learns only labels 0..m-1: when some classes are absent from the training rows
+    (a held-out unit holding a whole class), it learns the present ones and answers in the
+    full coding."""
+
+    def __init__(self, model, present: np.ndarray):
+        self.model, self.present = model, present
+
+    def predict(self, features) -> np.ndarray:
+        return self.present[self.model.predict(features)]
