@@ -173,3 +173,13 @@ def test_local_processes_and_a_dask_cluster_give_the_same_table(simulated_store,
             simulated_store.path, tmp_path / "c.parquet", recipe=recipe, scheduler=cluster.scheduler_address
         )
     pd.testing.assert_frame_equal(read_features(dask), alone)
+
+
+def test_a_run_refused_before_any_chunk_leaves_nothing_in_the_way(simulated_store, tmp_path):
+    out = tmp_path / "f.parquet"
+    with pytest.raises(IfcmlError, match="segmentation channel 'PhaseContrast'.*--channels"):
+        write_features(simulated_store.path, out, recipe=Recipe(segmentation={"channel": "PhaseContrast"}))
+    assert not (tmp_path / ".f.parquet.parts").exists()
+    (tmp_path / ".f.parquet.parts").mkdir()  # left by a run killed before its first chunk
+    recipe = Recipe(chunk_cells=80, measurements={"granularity": {"enabled": False}})
+    assert read_features(write_features(simulated_store.path, out, recipe=recipe)).shape[0] == 160

@@ -15,6 +15,18 @@ from ifcml.features.recipe import Recipe
 from ifcml.features.segment import SegmentationSettings, expand, segment_bright_field
 
 
+def check_objects(recipe: Recipe, channels: list[str], has_masks: bool) -> None:
+    """Fail before any work when the recipe's objects cannot be made from these channels."""
+    seg = recipe.segmentation
+    if seg.channel not in channels:
+        raise InputError(
+            f"segmentation channel {seg.channel!r} is not among the channels {', '.join(channels)} "
+            "(name it at ingest, e.g. --channels 1:BF,6:DF, or set segmentation.channel in the recipe)"
+        )
+    if seg.source == "instrument" and not has_masks:
+        raise InputError("the recipe asks for the instrument's masks but the store has none")
+
+
 def cell_objects(
     images: np.ndarray,
     instrument_masks: np.ndarray | None,
@@ -27,14 +39,8 @@ def cell_objects(
     ``sizes`` holds each cell's true (height, width); ``channels`` names the C channels.
     """
     seg = recipe.segmentation
-    if seg.channel not in channels:
-        raise InputError(
-            f"segmentation channel {seg.channel!r} is not among the channels {', '.join(channels)} "
-            "(set segmentation.channel in the recipe)"
-        )
+    check_objects(recipe, channels, has_masks=instrument_masks is not None)
     use_instrument = seg.source == "instrument" or (seg.source == "auto" and instrument_masks is not None)
-    if use_instrument and instrument_masks is None:
-        raise InputError("the recipe asks for the instrument's masks but the store has none")
     k = channels.index(seg.channel)
     settings = SegmentationSettings(seg.smoothing, seg.closing_radius, seg.min_area)
     cells = np.zeros(images.shape[:1] + images.shape[2:], bool)

@@ -28,7 +28,7 @@ import yaml
 
 from ifcml import __version__
 from ifcml.errors import StoreError
-from ifcml.features.objects import cell_objects
+from ifcml.features.objects import cell_objects, check_objects
 from ifcml.features.recipe import Recipe
 from ifcml.io.store import CellStore
 
@@ -110,6 +110,7 @@ def write_features(
     recipe = recipe or Recipe()
     chosen = tuple(channels) if channels else tuple(store.channels)
     store.channel_indices(chosen)  # unknown channel names fail here, before any work
+    check_objects(recipe, chosen, has_masks=store.masks is not None)
     job = FeatureJob(store.path.resolve(), store.meta["images_sha256"], chosen, recipe, engine)
     parts = _open_parts(out, job.manifest(store), resume)
     step = recipe.chunk_cells
@@ -161,6 +162,8 @@ def _open_parts(out: Path, manifest: dict, resume: bool) -> Path:
     """The working folder of finished chunks, checked against what this run computes."""
     parts = out.parent / f".{out.name}.parts"
     manifest_path = parts / "manifest.json"
+    if parts.exists() and not any(parts.glob("part-*.parquet")):
+        shutil.rmtree(parts)  # a run that failed before finishing a chunk: nothing to keep
     if parts.exists():
         finished = len(list(parts.glob("part-*.parquet")))
         if not resume:
