@@ -12,9 +12,8 @@ from ifcml.experiments.evaluate import evaluate, train, usable_cells
 from ifcml.experiments.metrics import bootstrap_ci, readout, responder_calls
 from ifcml.experiments.run import run_classical
 from ifcml.experiments.splits import confound_check, make_folds, undersample_per_instance
-from ifcml.features.prune import feature_columns
 from ifcml.features.recipe import Pruning
-from ifcml.features.table import read_features
+from ifcml.features.table import feature_columns, read_features
 from ifcml.models.classical import load_model_spec
 from ifcml.models.tuning import inner_folds, inner_loss, tune
 

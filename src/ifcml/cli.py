@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from ifcml.errors import IfcmlError, InputError
 from ifcml.features.recipe import load_recipe
-from ifcml.features.table import read_features, write_features
+from ifcml.features.table import metadata_columns, read_features, write_features
 from ifcml.io.channels import parse_channel_map
 from ifcml.io.detect import FORMATS, open_source
 from ifcml.io.store import CellStore, write_store
@@ -226,14 +226,13 @@ def features(
     overwrite: Annotated[bool, typer.Option(help="Replace an existing table at --out.")] = False,
 ) -> None:
     """Segment and measure every cell (CellProfiler measurements) into a feature table."""
-    chosen = [c.strip() for c in channels.split(",") if c.strip()] if channels else None
     with cell_progress(CellStore(store).n_cells, "features") as update:
         table = write_features(
             store,
             out,
             recipe=load_recipe(recipe),
             engine=engine,
-            channels=chosen,
+            channels=_names(channels),
             workers=workers,
             scheduler=scheduler,
             resume=resume,
@@ -263,7 +262,7 @@ def prune(
     settings = load_recipe(recipe)
     cells = read_features(table)
     kept = select_features(cells, settings.pruning)
-    metadata = [c for c in cells.columns if c.startswith("Metadata_")]
+    metadata = metadata_columns(cells)
     pruned = normalise(cells[metadata + kept], kept, settings.pruning)
     tmp = out.with_name(f".{out.name}.tmp")
     pruned.to_parquet(tmp, index=False)
@@ -365,7 +364,7 @@ def cellprofiler_install() -> None:
 
 
 def _paper_channels(names: str) -> dict[int, str]:
-    wanted = [n.strip() for n in names.split(",") if n.strip()]
+    wanted = _names(names) or []
     unknown = [n for n in wanted if n not in PAPER_CHANNELS.values()]
     if unknown:
         known = ", ".join(PAPER_CHANNELS.values())

@@ -16,13 +16,11 @@ import pandas as pd
 
 from ifcml.errors import InputError
 from ifcml.experiments.splits import Fold, make_folds, undersample_per_instance
-from ifcml.features.prune import feature_columns, select_features
+from ifcml.features.prune import select_features
 from ifcml.features.recipe import Pruning
-from ifcml.features.table import FAILED
+from ifcml.features.table import CELL, FAILED, INSTANCE, LABEL, feature_columns
 from ifcml.models.classical import ModelSpec, fit
 from ifcml.models.tuning import Trial, tune
-
-LABEL, INSTANCE, CELL = "Metadata_label", "Metadata_instance", "Metadata_cell_id"
 
 
 @dataclass

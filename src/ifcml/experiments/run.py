@@ -15,11 +15,10 @@ import numpy as np
 from ifcml.errors import InputError
 from ifcml.experiments.evaluate import INSTANCE, evaluate, train, usable_cells
 from ifcml.experiments.splits import ConfoundReport, confound_check
-from ifcml.experiments.tracking import log_evaluation, summarise, tracking_uri
+from ifcml.experiments.tracking import log_evaluation, tracking_uri
 from ifcml.features.naming import columns_for_channels
-from ifcml.features.prune import feature_columns
 from ifcml.features.recipe import Pruning
-from ifcml.features.table import read_features, table_manifest
+from ifcml.features.table import feature_columns, read_features, table_manifest
 from ifcml.models.classical import load_model_spec
 
 
@@ -107,7 +106,7 @@ def run_classical(
     digest = (
         f"{manifest.get('store_images_sha256', 'unknown')[:12]}-{manifest.get('recipe_digest', 'unknown')}"
     )
-    run_id = log_evaluation(
+    run_id, summary = log_evaluation(
         evaluation,
         experiment=experiment,
         run_name=f"{spec.name} | {channel_set}",
@@ -120,4 +119,4 @@ def run_classical(
         seed=seed,
         final=final,
     )
-    return TrainResult(run_id, uri, summarise(evaluation, positive, seed)[0], confounds)
+    return TrainResult(run_id, uri, summary, confounds)

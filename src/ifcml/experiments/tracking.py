@@ -26,6 +26,7 @@ from sklearn.metrics import ConfusionMatrixDisplay  # noqa: E402
 
 from ifcml.experiments import metrics  # noqa: E402
 from ifcml.experiments.evaluate import Evaluation, Trained  # noqa: E402
+from ifcml.features.table import LABEL, metadata_columns  # noqa: E402
 
 # Types skops must load besides scikit-learn's estimators: reviewed, nothing that runs code.
 SKOPS_TRUSTED = ["numpy.dtype", "sklearn.tree._tree.Tree"]
@@ -71,8 +72,8 @@ def log_evaluation(
     positive: str | None,
     seed: int,
     final: Trained | None = None,
-) -> str:
-    """Write one evaluation as a parent run with nested runs; returns the parent run id."""
+) -> tuple[str, dict]:
+    """Write one evaluation as a parent run with nested runs; returns (parent run id, metrics)."""
     mlflow.set_experiment(experiment)
     summary, per_instance = summarise(evaluation, positive, seed)
     with mlflow.start_run(run_name=run_name, tags=tags) as parent:
@@ -83,9 +84,9 @@ def log_evaluation(
             )
             warnings.filterwarnings("ignore", "Hint: Inferred schema contains integer column")  # cell ids
             source = mlflow.data.from_pandas(  # the cells evaluated; the digest names store + recipe
-                dataset.filter(like="Metadata_"),
+                dataset[metadata_columns(dataset)],
                 source=dataset_source,
-                targets="Metadata_label",
+                targets=LABEL,
                 name=Path(dataset_source).name,
                 digest=dataset_digest,
             )
@@ -96,7 +97,7 @@ def log_evaluation(
         _log_tables(evaluation, per_instance)
         if final is not None:
             _log_model(final, dataset, evaluation.classes)
-        return parent.info.run_id
+        return parent.info.run_id, summary
 
 
 def _log_fold(fold, classes: list[str], tags: dict[str, str]) -> None:
@@ -154,22 +155,10 @@ def _log_model(final: Trained, dataset: pd.DataFrame, classes: list[str]) -> Non
     with warnings.catch_warnings():  # outputs are class codes (metadata "classes" names them), never missing
         warnings.filterwarnings("ignore", "Hint: Inferred schema contains integer column")
         signature = infer_signature(example, final.model.predict(example))
+        common = {"name": "model", "signature": signature, "input_example": example, "metadata": metadata}
         if type(final.model).__module__.startswith("xgboost"):
-            mlflow.xgboost.log_model(
-                final.model,
-                name="model",
-                model_format="json",
-                signature=signature,
-                input_example=example,
-                metadata=metadata,
-            )
+            mlflow.xgboost.log_model(final.model, model_format="json", **common)
         else:
             mlflow.sklearn.log_model(
-                final.model,
-                name="model",
-                serialization_format="skops",
-                skops_trusted_types=SKOPS_TRUSTED,
-                signature=signature,
-                input_example=example,
-                metadata=metadata,
+                final.model, serialization_format="skops", skops_trusted_types=SKOPS_TRUSTED, **common
             )

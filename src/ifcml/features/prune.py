@@ -16,12 +16,7 @@ from pycytominer.operations import noise_removal
 
 from ifcml.errors import InputError
 from ifcml.features.recipe import Pruning
-
-INSTANCE, LABEL = "Metadata_instance", "Metadata_label"
-
-
-def feature_columns(table: pd.DataFrame) -> list[str]:
-    return [c for c in table.columns if not c.startswith("Metadata_")]
+from ifcml.features.table import INSTANCE, LABEL, feature_columns, metadata_columns
 
 
 def select_features(table: pd.DataFrame, pruning: Pruning, seed: int = 0) -> list[str]:
@@ -89,7 +84,7 @@ def normalise(table: pd.DataFrame, features: list[str], pruning: Pruning) -> pd.
     method = pruning.normalisation.method
     if method == "none":
         return table
-    meta = [c for c in table.columns if c.startswith("Metadata_")]
+    meta = metadata_columns(table)
 
     def run(part: pd.DataFrame) -> pd.DataFrame:
         return normalize(

@@ -34,7 +34,16 @@ from ifcml.io.store import CellStore
 
 ENGINES = ("cp-measure", "cellprofiler")
 METADATA = ["cell_id", "instance", "patient", "timepoint", "label", "object_number", "source"]
+CELL, INSTANCE, LABEL = "Metadata_cell_id", "Metadata_instance", "Metadata_label"
 FAILED = "Metadata_segmentation_failed"
+
+
+def metadata_columns(table: pd.DataFrame) -> list[str]:
+    return [c for c in table.columns if c.startswith("Metadata_")]
+
+
+def feature_columns(table: pd.DataFrame) -> list[str]:
+    return [c for c in table.columns if not c.startswith("Metadata_")]
 
 
 @dataclass(frozen=True)
@@ -50,7 +59,7 @@ class FeatureJob:
     def manifest(self, store: CellStore) -> dict:
         return {
             "ifcml_version": __version__,
-            "store_images_sha256": store.meta["images_sha256"],
+            "store_images_sha256": self.store_digest,
             "n_cells": store.n_cells,
             "channels": list(self.channels),
             "engine": self.engine,
@@ -223,6 +232,6 @@ def table_manifest(path: Path | str) -> dict:
 def read_features(path: Path | str) -> pd.DataFrame:
     """A feature table, with the feature columns as float64."""
     table = pd.read_parquet(path)
-    features = [c for c in table.columns if not c.startswith("Metadata_")]
+    features = feature_columns(table)
     table[features] = table[features].astype(np.float64)
     return table
