@@ -1,6 +1,6 @@
 """Balanced accuracy and tuning time of every classical model, leave-one-instance-out.
 
-Runs ``ifcml.experiments.run.run_classical`` (nested hyperopt tuning, MLflow logging into a
+Runs ``ifcml.experiments.run.run_model`` (nested hyperopt tuning, MLflow logging into a
 temporary SQLite store) for each model spec on a feature table, by default the demo's
 (`ifcml demo` writes demo_output/features.parquet: 12 simulated samples x 300 cells).
 
@@ -16,7 +16,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from ifcml.experiments.run import run_classical
+from ifcml.experiments.run import run_model
 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = ["naive_bayes", "linear_svm", "random_forest", "xgboost"]
@@ -35,7 +35,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for model in args.models.split(","):
             started = time.perf_counter()
-            result = run_classical(
+            result = run_model(
                 args.features,
                 model,
                 channels=args.channels.split(","),

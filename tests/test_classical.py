@@ -10,11 +10,11 @@ import pytest
 from ifcml.errors import IfcmlError
 from ifcml.experiments.evaluate import evaluate, train, usable_cells
 from ifcml.experiments.metrics import bootstrap_ci, readout, responder_calls
-from ifcml.experiments.run import run_classical
+from ifcml.experiments.run import run_model
 from ifcml.experiments.splits import confound_check, make_folds, undersample_per_instance
 from ifcml.features.recipe import Pruning
 from ifcml.features.table import feature_columns, read_features
-from ifcml.models.classical import load_model_spec
+from ifcml.models.registry import load_model_spec
 from ifcml.models.tuning import inner_folds, inner_loss, tune
 
 
@@ -131,7 +131,7 @@ def test_metrics_readout_and_responder_calls():
 
 def test_leave_one_instance_out_is_logged_to_mlflow(simulated_features, tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    result = run_classical(
+    result = run_model(
         simulated_features, "linear_svm", channels=["BF", "DF"], max_evals=3, experiment="t", uri=uri
     )
     assert result.metrics["balanced_accuracy"] > 0.8  # chance is 1/3

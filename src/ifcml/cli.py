@@ -177,9 +177,9 @@ def demo(
     console.print(f"features: {shape.num_rows} cells x {shape.num_columns} columns, {table}", highlight=False)
     evaluated = out / "linear_svm_label_free.json"
     if not evaluated.exists():
-        from ifcml.experiments.run import run_classical
+        from ifcml.experiments.run import run_model
 
-        result = run_classical(
+        result = run_model(
             table,
             "linear_svm",
             channels=["BF", "DF"],
@@ -278,9 +278,13 @@ def prune(
 
 @app.command("train")
 def train_command(
-    table: Annotated[Path, typer.Argument(help="A feature table from `ifcml features`.")],
+    data: Annotated[
+        Path,
+        typer.Argument(help="A feature table (`ifcml features`) for classical models, a store for networks."),
+    ],
     model: Annotated[
-        str, typer.Option(help="A spec in models/ (naive_bayes, random_forest, ...) or a path.")
+        str,
+        typer.Option(help="A spec in models/ (naive_bayes, ..., compact_cnn, resnet50) or a path."),
     ],
     split: Annotated[
         str,
@@ -305,16 +309,16 @@ def train_command(
     ] = None,
     positive: Annotated[str, typer.Option(help="Class whose fraction is the readout.")] = "leukemic",
 ) -> None:
-    """Evaluate one classical model over a split (nested tuning), refit it, and log it to MLflow."""
-    from ifcml.experiments.run import run_classical  # mlflow, hyperopt: seconds to import
+    """Evaluate one model over a split (tuned or trained per fold), refit it, and log it to MLflow."""
+    from ifcml.experiments.run import run_model  # mlflow, hyperopt: seconds to import
 
     def warn(message: str) -> None:
         Console(stderr=True, soft_wrap=True).print(
             f"[bold red]WARNING: {message}[/bold red]", highlight=False
         )
 
-    result = run_classical(
-        table,
+    result = run_model(
+        data,
         model,
         split,
         channels=_names(channels),

@@ -34,6 +34,7 @@ class FoldResult:
     features: list[str]
     train_seconds: float
     predict_seconds: float
+    curves: dict[str, list[float]] = field(default_factory=dict)  # per epoch (networks)
 
 
 @dataclass
@@ -68,7 +69,8 @@ class Trained:
     features: list[str]
     params: dict
     trials: list[Trial]
-    rows: np.ndarray  # the table rows it was fitted on (after balancing)
+    rows: np.ndarray  # what it learnt from (after balancing): table rows; for networks, cell ids
+    curves: dict[str, list[float]] = field(default_factory=dict)  # per epoch (networks)
 
 
 def train(

@@ -71,6 +71,7 @@ def log_evaluation(
     dataset_digest: str,
     positive: str | None,
     seed: int,
+    spec: dict,
     final: Trained | None = None,
 ) -> tuple[str, dict]:
     """Write one evaluation as a parent run with nested runs; returns (parent run id, metrics)."""
@@ -95,8 +96,9 @@ def log_evaluation(
             _log_fold(fold, evaluation.classes, tags)
         mlflow.log_metrics({k: v for k, v in summary.items() if np.isfinite(v)})
         _log_tables(evaluation, per_instance)
+        mlflow.log_dict(spec, "spec.yaml")
         if final is not None:
-            _log_model(final, dataset, evaluation.classes)
+            _log_model(final, dataset, evaluation.classes, spec)
         return parent.info.run_id, summary
 
 
@@ -113,6 +115,8 @@ def _log_fold(fold, classes: list[str], tags: dict[str, str]) -> None:
             fold_metrics[f"reference_fraction_{name}"] = float((p["label"] == name).mean())
             fold_metrics[f"predicted_fraction_{name}"] = float((p["predicted"] == name).mean())
         mlflow.log_metrics(fold_metrics | {"train_seconds": fold.train_seconds, "cells": len(p)})
+        for epoch, values in enumerate(zip(*fold.curves.values(), strict=True)):  # networks' curves
+            mlflow.log_metrics(dict(zip(fold.curves, values, strict=True)), step=epoch)
         for trial in fold.trials:
             with mlflow.start_run(
                 run_name=f"trial {trial.number}", nested=True, tags={**tags, "kind": "trial"}
@@ -149,7 +153,10 @@ def _log_tables(evaluation: Evaluation, per_instance: pd.DataFrame) -> None:
         mlflow.log_artifacts(tmp)
 
 
-def _log_model(final: Trained, dataset: pd.DataFrame, classes: list[str]) -> None:
+def _log_model(final: Trained, dataset: pd.DataFrame, classes: list[str], spec: dict) -> None:
+    if spec.get("network"):
+        _log_network(final, classes, spec)
+        return
     example = dataset[final.features].head(5).astype(np.float64)
     metadata = {"classes": classes, "features": final.features}
     with warnings.catch_warnings():  # outputs are class codes (metadata "classes" names them), never missing
@@ -162,3 +169,19 @@ def _log_model(final: Trained, dataset: pd.DataFrame, classes: list[str]) -> Non
             mlflow.sklearn.log_model(
                 final.model, serialization_format="skops", skops_trusted_types=SKOPS_TRUSTED, **common
             )
+
+
+def _log_network(final: Trained, classes: list[str], spec: dict) -> None:
+    """The Keras model in its native ``.keras`` format; inputs are uint8 crops as float32."""
+    import keras
+
+    size = spec["crop"]["size"]
+    example = np.zeros((2, size, size, len(final.features)), np.float32)
+    metadata = {"classes": classes, "channels": final.features, "crop": spec["crop"]}
+    mlflow.keras.log_model(
+        final.model,
+        name="model",
+        signature=infer_signature(example, keras.ops.convert_to_numpy(final.model(example))),
+        metadata=metadata,
+        save_exported_model=False,
+    )

@@ -8,7 +8,6 @@ space written in YAML. Missing feature values are imputed with the training medi
 from __future__ import annotations
 
 import math
-from pathlib import Path
 from typing import Literal
 
 import numpy as np
@@ -24,10 +23,6 @@ from sklearn.svm import LinearSVC
 from sklearn.utils.class_weight import compute_sample_weight
 from xgboost import XGBClassifier
 
-from ifcml.errors import InputError
-from ifcml.specs import load_spec
-
-MODELS_DIR = Path(__file__).resolve().parents[3] / "models"
 ESTIMATORS = {
     "gaussian_nb": GaussianNB,
     "random_forest": RandomForestClassifier,
@@ -86,17 +81,6 @@ class ModelSpec(BaseModel):
 
     def space(self) -> dict:
         return {name: parameter.space(name) for name, parameter in self.search.items()}
-
-
-def load_model_spec(name_or_path: str | Path) -> ModelSpec:
-    """A spec by name (``models/<name>.yaml``) or path; errors name the file and the key."""
-    path = Path(name_or_path)
-    if not path.suffix:
-        path = MODELS_DIR / f"{name_or_path}.yaml"
-    if not path.is_file():
-        known = ", ".join(sorted(p.stem for p in MODELS_DIR.glob("*.yaml")))
-        raise InputError(f"{path}: no such model spec (known: {known})")
-    return load_spec(path, ModelSpec, "model spec")
 
 
 def build(spec: ModelSpec, params: dict, seed: int):
