@@ -351,6 +351,40 @@ def train_command(
     console.print(f"browse: .venv/bin/mlflow ui --backend-store-uri {result.tracking_uri}", highlight=False)
 
 
+@app.command("embed")
+def embed_command(
+    model: Annotated[
+        str, typer.Argument(help="An MLflow model (runs:/ID/model, models:/NAME@ALIAS, a folder) or .keras.")
+    ],
+    store: Annotated[Path, typer.Argument(help="A CellStore from `ifcml ingest`.")],
+    out: Annotated[Path, typer.Option(help="Folder for embeddings, plots and projector files.")],
+    channels: Annotated[
+        str | None, typer.Option(help="Channels in the network's order (only for a bare .keras file).")
+    ] = None,
+    max_points: Annotated[int, typer.Option(min=10, help="Cells in t-SNE/UMAP and the projector.")] = 5000,
+    seed: Annotated[int, typer.Option()] = 0,
+    tracking_uri: Annotated[
+        str | None,
+        typer.Option(help="MLflow tracking URI for runs:/ and models:/ (default: as `ifcml train`)."),
+    ] = None,
+) -> None:
+    """Pooled features of every cell, PCA / t-SNE (/ UMAP) plots and TensorBoard projector files."""
+    import mlflow
+
+    from ifcml.experiments.tracking import tracking_uri as default_uri
+    from ifcml.models.embed import embed
+    from ifcml.models.inference import load_for_inference
+
+    mlflow.set_tracking_uri(default_uri(tracking_uri))
+    network = load_for_inference(model, _names(channels))
+    opened = CellStore(store)
+    with cell_progress(opened.n_cells, "embed") as update:
+        result = embed(network, opened, out, max_points=max_points, seed=seed, on_cells=update)
+    written = ", ".join(result["written"])
+    console.print(f"{result['cells']} cells x {result['dimensions']} dimensions -> {out}: {written}")
+    console.print(f"projector: .venv/bin/tensorboard --logdir {out / 'projector'}", highlight=False)
+
+
 def _names(text: str | None) -> list[str] | None:
     return [n.strip() for n in text.split(",") if n.strip()] if text else None
 

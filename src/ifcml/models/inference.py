@@ -1,0 +1,86 @@
+"""Applying a trained network to a store: batched, streamed, no per-cell Python work.
+
+A network is found from an MLflow model (``runs:/ID/model``, ``models:/NAME@ALIAS``, or a
+local model folder), whose metadata names its classes, channels and crop, or from a bare
+``.keras`` file, for which the channels are given. Store batches are preprocessed in a
+background thread of tf.data while the previous batch is on the CPU (or GPU), so neither waits.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import keras
+import numpy as np
+import pandas as pd
+
+from ifcml.errors import InputError
+from ifcml.io.store import CellStore
+from ifcml.models.inputs import store_crops
+from ifcml.models.network_spec import Crop
+from ifcml.models.networks import EMBEDDING, load_network
+
+
+@dataclass
+class Network:
+    model: keras.Model
+    channels: list[str]
+    classes: list[str]
+    crop: Crop
+
+
+def load_for_inference(
+    reference: str | Path, channels: Sequence[str] | None = None, classes: Sequence[str] | None = None
+) -> Network:
+    """The network at ``reference`` (MLflow model URI or folder, or a ``.keras`` file)."""
+    text = str(reference)
+    if text.endswith(".keras"):
+        if not Path(text).is_file():
+            raise InputError(f"{text}: no such model file")
+        if not channels:
+            raise InputError(f"{text}: a bare .keras file does not name its channels; give --channels")
+        model = load_network(text)
+        n_classes = model.output_shape[-1]
+        names = list(classes) if classes else [f"class_{k}" for k in range(n_classes)]
+        return Network(model, list(channels), names, Crop(size=model.input_shape[1]))
+    import mlflow
+
+    try:
+        info = mlflow.models.get_model_info(text)
+    except Exception as exc:  # mlflow raises several kinds for a missing model or run
+        raise InputError(f"{text}: not an MLflow model ({exc})") from exc
+    if "keras" not in info.flavors:
+        raise InputError(f"{text}: an MLflow model, but not a network (flavors: {', '.join(info.flavors)})")
+    model = mlflow.keras.load_model(text, load_model_kwargs={"safe_mode": True, "compile": False})
+    meta = info.metadata or {}
+    return Network(model, list(meta["channels"]), list(meta["classes"]), Crop(**meta["crop"]))
+
+
+def predict_store(
+    network: Network, store: CellStore, batch_size: int = 512, embeddings: bool = False
+) -> Iterator[tuple[pd.DataFrame, np.ndarray, np.ndarray | None]]:
+    """(cells rows, class probabilities, pooled embeddings or None) per batch, in store order."""
+    import tensorflow as tf
+
+    outputs = [network.model.output]
+    if embeddings:
+        outputs.append(network.model.get_layer(EMBEDDING).output)
+    model = keras.Model(network.model.input, outputs)
+    crop = network.crop.settings()
+    rows: list[pd.DataFrame] = []
+
+    def batches():
+        for cells, crops in store_crops(store, network.channels, crop, batch_size):
+            rows.append(cells)
+            yield crops.astype(np.float32)
+
+    size, n_channels = crop.size, len(network.channels)
+    signature = tf.TensorSpec((None, size, size, n_channels), tf.float32)
+    data = tf.data.Dataset.from_generator(batches, output_signature=signature).prefetch(2)
+    for crops in data:
+        result = model.predict_on_batch(crops)  # the compiled prediction function
+        probabilities = np.asarray(result[0], np.float64)
+        pooled = np.asarray(result[1], np.float32) if embeddings else None
+        yield rows.pop(0), probabilities, pooled
