@@ -96,3 +96,25 @@ def simulated_features(tmp_path_factory):
     source = SimulatedSource(settings)
     store = write_store([source], folder / "store", samples=source.samples)
     return write_features(store.path, folder / "features.parquet")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def crop_cache(tmp_path_factory):
+    """Crops and training checkpoints go to a temporary cache, never the user's."""
+    with pytest.MonkeyPatch.context() as patch:
+        folder = tmp_path_factory.mktemp("cache")
+        patch.setenv("IFCML_CACHE", str(folder))
+        yield folder
+
+
+@pytest.fixture(scope="session")
+def deep_store(tmp_path_factory):
+    """Simulated label-free cells for networks: 3 patients x 2 timepoints x 120 cells, BF and DF."""
+    from ifcml.io.store import write_store
+    from ifcml.simulate import SimulatedSource, SimulationSettings
+
+    settings = SimulationSettings(
+        patients=3, timepoints=("day0", "day15"), cells_per_sample=120, channels={1: "BF", 6: "DF"}
+    )
+    source = SimulatedSource(settings)
+    return write_store([source], tmp_path_factory.mktemp("deep") / "store", samples=source.samples)

@@ -35,6 +35,7 @@ class FoldResult:
     train_seconds: float
     predict_seconds: float
     curves: dict[str, list[float]] = field(default_factory=dict)  # per epoch (networks)
+    details: dict = field(default_factory=dict)  # learnt besides hyperparameters (networks: epochs, means)
 
 
 @dataclass
@@ -71,6 +72,7 @@ class Trained:
     trials: list[Trial]
     rows: np.ndarray  # what it learnt from (after balancing): table rows; for networks, cell ids
     curves: dict[str, list[float]] = field(default_factory=dict)  # per epoch (networks)
+    details: dict = field(default_factory=dict)  # learnt besides hyperparameters (networks: epochs, means)
 
 
 def train(

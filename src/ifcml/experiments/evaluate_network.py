@@ -56,12 +56,12 @@ def train_on(
         checkpoints / fingerprint,
         fingerprint,
     )
-    params = {
+    details = {
         "epochs": len(trained.history.get("loss", [])),
         "best_val_loss": float(np.min(trained.history["val_loss"])) if trained.history else float("nan"),
         **{f"mean_{name}": float(m) for name, m in zip(channels, trained.means, strict=True)},
     }
-    return Trained(trained.model, channels, params, [], trained.rows, trained.history)
+    return Trained(trained.model, channels, {}, [], trained.rows, trained.history, details)
 
 
 def evaluate_network(
@@ -103,6 +103,7 @@ def evaluate_network(
                 fitted - started,
                 time.perf_counter() - fitted,
                 trained.curves,
+                trained.details,
             )
         )
     return result

@@ -107,7 +107,9 @@ def _log_fold(fold, classes: list[str], tags: dict[str, str]) -> None:
         run_name=f"held-out {fold.name}", nested=True, tags={**tags, "held_out": fold.name}
     ):
         mlflow.log_params(
-            {f"best_{k}": v for k, v in fold.params.items()} | {"n_features": len(fold.features)}
+            {f"best_{k}": v for k, v in fold.params.items()}
+            | fold.details
+            | {"n_features": len(fold.features)}
         )
         p = fold.predictions
         fold_metrics = metrics.cell_metrics(p["label"].to_numpy(), p["predicted"].to_numpy(), classes)

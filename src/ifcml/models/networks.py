@@ -8,6 +8,7 @@ reads), and ends in a softmax. The paper's training recipe is the default of eve
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -42,9 +43,11 @@ def build_network(spec: NetworkSpec, n_channels: int, n_classes: int, means: np.
 
 def _backbone(spec: NetworkSpec, size: int, n_channels: int) -> keras.Model:
     if spec.network == "resnet50":  # Keras' own: 50 layers, bottleneck residual blocks, any C, size >= 32
-        return keras.applications.ResNet50(
-            include_top=False, weights=None, input_shape=(size, size, n_channels), pooling=None
-        )
+        with warnings.catch_warnings():  # about ImageNet weights' 3 channels; these start from random
+            warnings.filterwarnings("ignore", "This model usually expects 1 or 3 input channels")
+            return keras.applications.ResNet50(
+                include_top=False, weights=None, input_shape=(size, size, n_channels), pooling=None
+            )
     inputs = keras.Input((size, size, n_channels))
     x = _conv(inputs, spec.stem_filters, "stem", strides=2)
     for block, width in enumerate(spec.filters):
