@@ -312,11 +312,6 @@ def train_command(
     """Evaluate one model over a split (tuned or trained per fold), refit it, and log it to MLflow."""
     from ifcml.experiments.run import run_model  # mlflow, hyperopt: seconds to import
 
-    def warn(message: str) -> None:
-        Console(stderr=True, soft_wrap=True).print(
-            f"[bold red]WARNING: {message}[/bold red]", highlight=False
-        )
-
     result = run_model(
         data,
         model,
@@ -328,7 +323,7 @@ def train_command(
         experiment=experiment,
         uri=tracking_uri,
         positive=positive,
-        on_confound=warn,
+        on_confound=_warn,
     )
     shown = [
         "balanced_accuracy",
@@ -349,6 +344,49 @@ def train_command(
     console.print(summary)
     console.print(f"MLflow run {result.run_id} in {result.tracking_uri}", highlight=False)
     console.print(f"browse: .venv/bin/mlflow ui --backend-store-uri {result.tracking_uri}", highlight=False)
+
+
+@app.command("grid")
+def grid_command(
+    spec: Annotated[Path, typer.Argument(help="An experiment spec, e.g. experiments/demo.yaml.")],
+    tracking_uri: Annotated[
+        str | None,
+        typer.Option(help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else ./mlflow.db)."),
+    ] = None,
+    workers: Annotated[int, typer.Option(min=1, help="Local worker processes.")] = 1,
+    scheduler: Annotated[
+        str | None, typer.Option(help="Run on an existing Dask cluster: tcp://HOST:PORT.")
+    ] = None,
+) -> None:
+    """Run an experiment grid (models x channel sets x held-out units); re-run to resume."""
+    from ifcml.experiments.grid import prepare_data, run_grid
+    from ifcml.experiments.spec import load_experiment
+    from ifcml.experiments.tracking import tracking_uri as default_uri
+
+    experiment = load_experiment(spec)
+    with cell_progress(0, "data") as update:
+        prepare_data(experiment, workers, scheduler, on_cells=update)
+    bar = tqdm(total=0, desc="grid", unit=" tasks", file=sys.stderr)
+
+    def total(n: int) -> None:
+        bar.total = n
+        bar.refresh()
+
+    report = run_grid(
+        experiment, default_uri(tracking_uri), workers, scheduler, on_task=bar.update, on_total=total
+    )
+    bar.close()
+    for message in report.confounds:
+        _warn(message)
+    console.print(
+        f"grid {report.experiment}: {report.done} task(s) run, {report.skipped} already finished, "
+        f"{len(report.failed)} failed; MLflow: {report.tracking_uri}",
+        highlight=False,
+    )
+    for failure in report.failed:
+        console.print(f"[red]failed[/red] {failure}", highlight=False)
+    if report.failed:
+        raise typer.Exit(1)
 
 
 @app.command("embed")
@@ -383,6 +421,10 @@ def embed_command(
     written = ", ".join(result["written"])
     console.print(f"{result['cells']} cells x {result['dimensions']} dimensions -> {out}: {written}")
     console.print(f"projector: .venv/bin/tensorboard --logdir {out / 'projector'}", highlight=False)
+
+
+def _warn(message: str) -> None:
+    Console(stderr=True, soft_wrap=True).print(f"[bold red]WARNING: {message}[/bold red]", highlight=False)
 
 
 def _names(text: str | None) -> list[str] | None:

@@ -28,6 +28,11 @@ def load_spec(path: Path, model: type[Spec], what: str) -> Spec:
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        key = ".".join(str(part) for part in first["loc"]) or "(top level)"
-        raise InputError(f"{path}: {key}: {first['msg']}") from exc
+        raise InputError(f"{path}: {describe(exc)}") from exc
+
+
+def describe(error: ValidationError) -> str:
+    """The first problem as ``key.path: what was expected``."""
+    first = error.errors()[0]
+    key = ".".join(str(part) for part in first["loc"]) or "(top level)"
+    return f"{key}: {first['msg']}"

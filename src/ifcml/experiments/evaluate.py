@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from ifcml.errors import InputError
 from ifcml.experiments.splits import Fold, make_folds, undersample_per_instance
 from ifcml.features.prune import select_features
 from ifcml.features.recipe import Pruning
@@ -49,16 +48,11 @@ class Evaluation:
         return pd.concat([f.predictions for f in self.folds], ignore_index=True)
 
 
-def usable_cells(table: pd.DataFrame, labels: list[str] | None = None) -> pd.DataFrame:
-    """Labelled cells whose outline was found (optionally only the given labels), renumbered."""
+def usable_cells(table: pd.DataFrame) -> pd.DataFrame:
+    """Labelled cells whose outline was found (when segmentation was part of the job), renumbered."""
     keep = table[LABEL].notna()
     if FAILED in table:
         keep &= ~table[FAILED].astype(bool)
-    if labels:
-        unknown = sorted(set(labels) - set(table[LABEL].dropna()))
-        if unknown:
-            raise InputError(f"no cells labelled {', '.join(unknown)} in the feature table")
-        keep &= table[LABEL].isin(labels)
     return table[keep].reset_index(drop=True)
 
 

@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ifcml.experiments.evaluate import Evaluation, FoldResult, Trained
-from ifcml.experiments.splits import make_folds
+from ifcml.experiments.evaluate import FoldResult, Trained
+from ifcml.experiments.splits import Fold
 from ifcml.features.table import CELL, INSTANCE, LABEL
 from ifcml.models.deep import predict_proba, train_network
 from ifcml.models.network_spec import NetworkSpec
@@ -64,49 +64,43 @@ def train_on(
     return Trained(trained.model, channels, {}, [], trained.rows, trained.history, details)
 
 
-def evaluate_network(
+def run_network_fold(
     table: pd.DataFrame,
+    fold: Fold,
     crops: np.ndarray,
     spec: NetworkSpec,
-    split: str,
     channels: list[str],
-    *,
-    seed: int = 0,
+    classes: list[str],
+    seed: int,
     checkpoints: Path,
     context: dict,
-) -> Evaluation:
-    """Every fold of ``split``; ``table`` rows are usable cells, ``crops`` indexed by cell id."""
-    classes = sorted(table[LABEL].unique().tolist())
-    result = Evaluation(spec.name, classes)
-    for fold in make_folds(table, split, seed):
-        started = time.perf_counter()
-        trained = train_on(table, fold.train, crops, spec, channels, classes, seed, checkpoints, context)
-        fitted = time.perf_counter()
-        test = table.iloc[fold.test]
-        probabilities = predict_proba(trained.model, crops, test[CELL].to_numpy(), spec.inference_batch)
-        predictions = pd.DataFrame(
-            {
-                "cell_id": test[CELL].to_numpy(),
-                "instance": test[INSTANCE].to_numpy(),
-                "label": test[LABEL].to_numpy(),
-                "predicted": np.asarray(classes)[probabilities.argmax(axis=1)],
-            }
-            | {f"probability_{name}": probabilities[:, k] for k, name in enumerate(classes)}
-        )
-        result.folds.append(
-            FoldResult(
-                fold.name,
-                predictions,
-                trained.params,
-                [],
-                channels,
-                fitted - started,
-                time.perf_counter() - fitted,
-                trained.curves,
-                trained.details,
-            )
-        )
-    return result
+) -> FoldResult:
+    """Train on ``fold.train`` (see :func:`train_on`); predict ``fold.test`` with probabilities."""
+    started = time.perf_counter()
+    trained = train_on(table, fold.train, crops, spec, channels, classes, seed, checkpoints, context)
+    fitted = time.perf_counter()
+    test = table.iloc[fold.test]
+    probabilities = predict_proba(trained.model, crops, test[CELL].to_numpy(), spec.inference_batch)
+    predictions = pd.DataFrame(
+        {
+            "cell_id": test[CELL].to_numpy(),
+            "instance": test[INSTANCE].to_numpy(),
+            "label": test[LABEL].to_numpy(),
+            "predicted": np.asarray(classes)[probabilities.argmax(axis=1)],
+        }
+        | {f"probability_{name}": probabilities[:, k] for k, name in enumerate(classes)}
+    )
+    return FoldResult(
+        fold.name,
+        predictions,
+        trained.params,
+        [],
+        channels,
+        fitted - started,
+        time.perf_counter() - fitted,
+        trained.curves,
+        trained.details,
+    )
 
 
 def _fingerprint(spec, channels, classes, seed, rows: np.ndarray, context: dict) -> str:

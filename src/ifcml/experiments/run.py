@@ -1,8 +1,8 @@
-"""One model, one channel set, one split, end to end: what ``ifcml train`` runs.
+"""One model on one channel set: its data prepared once, its folds, its final refit, its record.
 
-Classical models read a feature table, networks a CellStore; both keep labelled (and, for
-features, segmented) cells, check the design for confounding, evaluate over the split, refit on
-all cells, and are recorded in MLflow by the same code.
+Classical models read a feature table, networks a CellStore. :func:`prepare` gives either a
+:class:`Prepared` whose ``run_fold`` and ``final`` are what ``ifcml train`` runs in sequence and
+what ``ifcml grid`` runs as separate tasks, and both are recorded in MLflow by the same code.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import hashlib
 import json
 import shutil
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import mlflow
@@ -19,8 +19,17 @@ import numpy as np
 import pandas as pd
 
 from ifcml.errors import InputError
-from ifcml.experiments.evaluate import INSTANCE, Evaluation, Trained, evaluate, train, usable_cells
-from ifcml.experiments.splits import ConfoundReport, confound_check
+from ifcml.experiments.evaluate import (
+    INSTANCE,
+    LABEL,
+    Evaluation,
+    FoldResult,
+    Trained,
+    run_fold,
+    train,
+    usable_cells,
+)
+from ifcml.experiments.splits import ConfoundReport, Fold, confound_check, make_folds
 from ifcml.experiments.tracking import log_evaluation, tracking_uri
 from ifcml.features.naming import columns_for_channels
 from ifcml.features.recipe import Pruning
@@ -28,6 +37,8 @@ from ifcml.features.table import feature_columns, read_features, table_manifest
 from ifcml.models.classical import ModelSpec
 from ifcml.models.network_spec import NetworkSpec
 from ifcml.models.registry import load_model_spec
+
+Relabel = Callable[[pd.DataFrame], pd.DataFrame]  # merges / subsets the Metadata_label column
 
 
 @dataclass
@@ -39,17 +50,70 @@ class TrainResult:
 
 
 @dataclass
-class Outcome:
-    """What either branch hands to the recorder."""
+class Prepared:
+    """A model, its channels and the usable cells: everything a fold or the final refit needs."""
 
-    evaluation: Evaluation
-    final: Trained
+    spec: ModelSpec | NetworkSpec
     table: pd.DataFrame
     channels: list[str]
-    params: dict
     source: str
-    digest: str
-    checkpoints: Path | None = None  # removed once the run is logged
+    digest: str  # names the data: store hash (+ feature recipe)
+    params: dict  # what MLflow records about the design
+    features: list[str] = field(default_factory=list)  # classical
+    pruning: Pruning | None = None  # classical
+    crops: np.ndarray | None = None  # networks: every store cell's crop
+    checkpoints: Path | None = None  # networks: where trainings checkpoint
+
+    @property
+    def branch(self) -> str:
+        return "deep" if isinstance(self.spec, NetworkSpec) else "classical"
+
+    @property
+    def classes(self) -> list[str]:
+        return sorted(self.table[LABEL].unique().tolist())
+
+    def folds(self, split: str, seed: int) -> list[Fold]:
+        return make_folds(self.table, split, seed)
+
+    def run_fold(self, fold: Fold, seed: int, max_evals: int | None) -> FoldResult:
+        if isinstance(self.spec, NetworkSpec):
+            from ifcml.experiments.evaluate_network import run_network_fold
+
+            return run_network_fold(
+                self.table, fold, self.crops, self.spec, self.channels, self.classes, seed, self.checkpoints,
+                {"data": self.digest},
+            )  # fmt: skip
+        budget = max_evals or self.spec.max_evals
+        return run_fold(self.table, fold, self.spec, self.features, self.pruning, seed, budget, self.classes)
+
+    def final(self, seed: int, max_evals: int | None) -> Trained:
+        """Refit on every usable cell (tuned, for classical models, by inner CV over all instances)."""
+        everything = np.arange(len(self.table))
+        if isinstance(self.spec, NetworkSpec):
+            from ifcml.experiments.evaluate_network import train_on
+
+            return train_on(
+                self.table, everything, self.crops, self.spec, self.channels, self.classes, seed,
+                self.checkpoints, {"data": self.digest},
+            )  # fmt: skip
+        budget = max_evals or self.spec.max_evals
+        return train(
+            self.table, everything, self.spec, self.features, self.pruning, seed, budget, self.classes
+        )
+
+
+def prepare(
+    data: Path | str,
+    spec: ModelSpec | NetworkSpec,
+    channels: list[str] | None = None,
+    relabel: Relabel | None = None,
+    pruning: Pruning | None = None,
+) -> Prepared:
+    """Read ``data`` for ``spec`` (a feature table for classical models, a store for networks)."""
+    data = Path(data)
+    if isinstance(spec, NetworkSpec):
+        return _prepare_network(data, spec, channels, relabel)
+    return _prepare_classical(data, spec, channels, relabel, pruning or Pruning())
 
 
 def run_model(
@@ -66,63 +130,71 @@ def run_model(
     uri: str | None = None,
     positive: str = "leukemic",
     on_confound: Callable[[str], None] | None = None,
-    tags: dict[str, str] | None = None,
 ) -> TrainResult:
-    """Evaluate ``model`` (a name in models/, a YAML path or a spec) on ``data`` and log it.
-
-    ``data`` is a feature table for classical models and a CellStore for networks.
-    """
+    """Evaluate ``model`` (a name in models/, a YAML path or a spec) on ``data`` and log it."""
     spec = model if isinstance(model, ModelSpec | NetworkSpec) else load_model_spec(model)
-    data = Path(data)
-    confounds: list[ConfoundReport] = []
-
-    def check(table: pd.DataFrame) -> None:
-        confounds.extend(confound_check(table))
-        for report in confounds:
-            if on_confound:
-                on_confound(report.message())
-
-    if isinstance(spec, NetworkSpec):
-        outcome = _run_network(data, spec, split, channels, labels, seed, check)
-    else:
-        outcome = _run_classical(data, spec, split, channels, labels, pruning, max_evals, seed, check)
+    relabel = (lambda table: table[table[LABEL].isin(labels)]) if labels else None
+    prepared = prepare(data, spec, channels, relabel, pruning)
+    if labels:
+        _check_labels(prepared, labels)
+    confounds = confound_check(prepared.table)
+    for report in confounds:
+        if on_confound:
+            on_confound(report.message())
+    evaluation = Evaluation(spec.name, prepared.classes)
+    for fold in prepared.folds(split, seed):
+        evaluation.folds.append(prepared.run_fold(fold, seed, max_evals))
+    final = prepared.final(seed, max_evals)
     uri = tracking_uri(uri)
     mlflow.set_tracking_uri(uri)
-    channel_set = "+".join(outcome.channels)
-    run_tags = {
-        "branch": "deep" if isinstance(spec, NetworkSpec) else "classical",
-        "model": spec.name,
-        "channel_set": channel_set,
-        "split": split,
-        "confounded": "; ".join(r.message() for r in confounds) or "no",
-        **(tags or {}),
-    }
-    params = {
-        "model": spec.name,
-        "split": split,
-        "seed": seed,
-        "channels": channel_set,
-        "n_cells": len(outcome.table),
-        "n_instances": outcome.table[INSTANCE].nunique(),
-        **outcome.params,
-    }
     run_id, summary = log_evaluation(
-        outcome.evaluation,
+        evaluation,
         experiment=experiment,
-        run_name=f"{spec.name} | {channel_set}",
-        tags=run_tags,
-        params=params,
-        dataset=outcome.table,
-        dataset_source=outcome.source,
-        dataset_digest=outcome.digest[:36],
+        run_name=run_name(prepared),
+        tags=run_tags(prepared, split, confounds),
+        params=run_params(prepared, split, seed, max_evals),
+        dataset=prepared.table,
+        dataset_source=prepared.source,
+        dataset_digest=prepared.digest[:36],
         positive=positive,
         seed=seed,
         spec=spec.model_dump(mode="json"),
-        final=outcome.final,
+        final=final,
     )
-    if outcome.checkpoints:
-        shutil.rmtree(outcome.checkpoints, ignore_errors=True)
+    if prepared.checkpoints:
+        shutil.rmtree(prepared.checkpoints, ignore_errors=True)
     return TrainResult(run_id, uri, summary, confounds)
+
+
+def run_name(prepared: Prepared, channel_set: str | None = None) -> str:
+    return f"{prepared.spec.name} | {channel_set or '+'.join(prepared.channels)}"
+
+
+def run_tags(
+    prepared: Prepared, split: str, confounds: list[ConfoundReport], channel_set: str | None = None
+) -> dict[str, str]:
+    return {
+        "branch": prepared.branch,
+        "model": prepared.spec.name,
+        "channel_set": channel_set or "+".join(prepared.channels),
+        "split": split,
+        "confounded": "; ".join(r.message() for r in confounds) or "no",
+    }
+
+
+def run_params(prepared: Prepared, split: str, seed: int, max_evals: int | None) -> dict:
+    params = {
+        "model": prepared.spec.name,
+        "split": split,
+        "seed": seed,
+        "channels": "+".join(prepared.channels),
+        "n_cells": len(prepared.table),
+        "n_instances": prepared.table[INSTANCE].nunique(),
+        **prepared.params,
+    }
+    if isinstance(prepared.spec, ModelSpec):
+        params["max_evals"] = max_evals or prepared.spec.max_evals
+    return params
 
 
 def chosen_channels(source: Path, available: list[str], channels: list[str] | None) -> list[str]:
@@ -134,7 +206,13 @@ def chosen_channels(source: Path, available: list[str], channels: list[str] | No
     return chosen
 
 
-def _run_classical(data, spec, split, channels, labels, pruning, max_evals, seed, check) -> Outcome:
+def _check_labels(prepared: Prepared, labels: list[str]) -> None:
+    missing = sorted(set(labels) - set(prepared.classes))
+    if missing:
+        raise InputError(f"{prepared.source}: no usable cells labelled {', '.join(missing)}")
+
+
+def _prepare_classical(data: Path, spec: ModelSpec, channels, relabel, pruning: Pruning) -> Prepared:
     if (data / "meta.json").exists():
         raise InputError(
             f"{data}: model {spec.name!r} is classical and reads a feature table; "
@@ -144,17 +222,12 @@ def _run_classical(data, spec, split, channels, labels, pruning, max_evals, seed
     all_channels = manifest.get("channels")
     if not all_channels:
         raise InputError(f"{data}: no ifcml manifest (not written by `ifcml features` of this version)")
-    table = usable_cells(read_features(data), labels)
+    table = read_features(data)
+    table = usable_cells(relabel(table) if relabel else table)
     chosen = chosen_channels(data, all_channels, channels)
     features = columns_for_channels(feature_columns(table), all_channels, chosen)
-    check(table)
-    pruning = pruning or Pruning()
-    budget = max_evals or spec.max_evals
-    evaluation = evaluate(table, spec, split, features=features, pruning=pruning, seed=seed, max_evals=budget)
-    final = train(table, np.arange(len(table)), spec, features, pruning, seed, budget, evaluation.classes)
     params = {
         "estimator": spec.estimator,
-        "max_evals": budget,
         "balance": spec.balance,
         "scale": spec.scale,
         "n_features_input": len(features),
@@ -163,11 +236,11 @@ def _run_classical(data, spec, split, channels, labels, pruning, max_evals, seed
     }
     store, recipe = manifest.get("store_images_sha256", "unknown"), manifest.get("recipe_digest", "unknown")
     digest = f"{store[:12]}-{recipe}"
-    return Outcome(evaluation, final, table, chosen, params, str(data.resolve()), digest)
+    return Prepared(spec, table, chosen, str(data.resolve()), digest, params, features, pruning)
 
 
-def _run_network(data, spec, split, channels, labels, seed, check) -> Outcome:
-    from ifcml.experiments.evaluate_network import evaluate_network, store_cells_table, train_on
+def _prepare_network(data: Path, spec: NetworkSpec, channels, relabel) -> Prepared:
+    from ifcml.experiments.evaluate_network import store_cells_table
     from ifcml.io.store import CellStore
     from ifcml.models.inputs import cache_dir, cached_crops
 
@@ -178,18 +251,12 @@ def _run_network(data, spec, split, channels, labels, seed, check) -> Outcome:
         )
     store = CellStore(data)
     chosen = chosen_channels(data, store.channels, channels)
-    table = usable_cells(store_cells_table(store.cells), labels)
-    check(table)
+    table = store_cells_table(store.cells)
+    table = usable_cells(relabel(table) if relabel else table)
     crops = cached_crops(store, chosen, spec.crop.settings())
-    context = {"store": store.meta["images_sha256"]}
-    key = json.dumps([spec.model_dump(mode="json"), chosen, split, seed, context])
+    digest = store.meta["images_sha256"]
+    key = json.dumps([spec.model_dump(mode="json"), chosen, digest, table[LABEL].tolist()])
     checkpoints = cache_dir().parent / "checkpoints" / hashlib.sha256(key.encode()).hexdigest()[:20]
-    evaluation = evaluate_network(
-        table, crops, spec, split, chosen, seed=seed, checkpoints=checkpoints, context=context
-    )
-    final = train_on(
-        table, np.arange(len(table)), crops, spec, chosen, evaluation.classes, seed, checkpoints, context
-    )
     recipe = spec.training
     params = {
         "network": spec.network,
@@ -198,5 +265,6 @@ def _run_network(data, spec, split, channels, labels, seed, check) -> Outcome:
         **{k: v for k, v in recipe.model_dump().items() if k != "augmentation"},
         **{f"augment_{k}": v for k, v in recipe.augmentation.model_dump().items()},
     }
-    source = str(data.resolve())
-    return Outcome(evaluation, final, table, chosen, params, source, context["store"][:36], checkpoints)
+    return Prepared(
+        spec, table, chosen, str(data.resolve()), digest, params, crops=crops, checkpoints=checkpoints
+    )

@@ -9,9 +9,12 @@ reviewed types below, XGBoost as JSON).
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
+import time
 import warnings
+from dataclasses import asdict
 from pathlib import Path
 
 import matplotlib
@@ -21,12 +24,19 @@ import matplotlib.pyplot as plt  # noqa: E402
 import mlflow  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+from mlflow.entities import Metric, Param  # noqa: E402
 from mlflow.models import infer_signature  # noqa: E402
+from mlflow.tracking import MlflowClient  # noqa: E402
+from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID  # noqa: E402
 from sklearn.metrics import ConfusionMatrixDisplay  # noqa: E402
 
 from ifcml.experiments import metrics  # noqa: E402
-from ifcml.experiments.evaluate import Evaluation, Trained  # noqa: E402
+from ifcml.experiments.evaluate import Evaluation, FoldResult, Trained  # noqa: E402
 from ifcml.features.table import LABEL, metadata_columns  # noqa: E402
+from ifcml.models.tuning import Trial  # noqa: E402
+
+# Folds are read back one small file at a time: no progress bar per download (a user may set it).
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 # Types skops must load besides scikit-learn's estimators: reviewed, nothing that runs code.
 SKOPS_TRUSTED = ["numpy.dtype", "sklearn.tree._tree.Tree"]
@@ -75,9 +85,28 @@ def log_evaluation(
     final: Trained | None = None,
 ) -> tuple[str, dict]:
     """Write one evaluation as a parent run with nested runs; returns (parent run id, metrics)."""
+    parent = open_parent(experiment, run_name, tags, params, dataset, dataset_source, dataset_digest)
+    for fold in evaluation.folds:
+        log_fold(parent, fold, evaluation.classes, tags)
+    summary = close_parent(
+        parent, evaluation, positive=positive, seed=seed, spec=spec, final=final, dataset=dataset
+    )
+    return parent, summary
+
+
+def open_parent(
+    experiment: str,
+    run_name: str,
+    tags: dict[str, str],
+    params: dict,
+    dataset: pd.DataFrame,
+    dataset_source: str,
+    dataset_digest: str,
+) -> str:
+    """A parent run with its params and dataset, left RUNNING until :func:`close_parent`."""
     mlflow.set_experiment(experiment)
-    summary, per_instance = summarise(evaluation, positive, seed)
-    with mlflow.start_run(run_name=run_name, tags=tags) as parent:
+    run = mlflow.start_run(run_name=run_name, tags=tags)
+    try:
         mlflow.log_params(params)
         with warnings.catch_warnings():  # a local path matches two identical source types; ids are ints
             warnings.filterwarnings(
@@ -92,39 +121,94 @@ def log_evaluation(
                 digest=dataset_digest,
             )
             mlflow.log_input(source, context="evaluation")
-        for fold in evaluation.folds:
-            _log_fold(fold, evaluation.classes, tags)
+    finally:
+        mlflow.end_run(status="RUNNING")
+    return run.info.run_id
+
+
+def log_fold(parent: str, fold: FoldResult, classes: list[str], tags: dict[str, str]) -> str:
+    """One held-out unit as a finished run nested under ``parent``, readable by :func:`read_fold`.
+
+    Written with the client API (no active-run state), so folds can be logged from any process.
+    """
+    client = MlflowClient()
+    experiment = client.get_run(parent).info.experiment_id
+    run = client.create_run(
+        experiment,
+        run_name=f"held-out {fold.name}",
+        tags={**tags, "held_out": fold.name, MLFLOW_PARENT_RUN_ID: parent},
+    ).info.run_id
+    p = fold.predictions
+    values = metrics.cell_metrics(p["label"].to_numpy(), p["predicted"].to_numpy(), classes)
+    for name in classes:
+        values[f"reference_fraction_{name}"] = float((p["label"] == name).mean())
+        values[f"predicted_fraction_{name}"] = float((p["predicted"] == name).mean())
+    values |= {"train_seconds": fold.train_seconds, "predict_seconds": fold.predict_seconds, "cells": len(p)}
+    now = int(time.time() * 1000)
+    params = (
+        {f"best_{k}": v for k, v in fold.params.items()} | fold.details | {"n_features": len(fold.features)}
+    )
+    curves = [
+        Metric(name, float(value), now, step)
+        for name, series in fold.curves.items()
+        for step, value in enumerate(series)
+    ]
+    client.log_batch(
+        run,
+        metrics=[Metric(k, float(v), now, 0) for k, v in values.items()] + curves,
+        params=[Param(k, str(v)) for k, v in params.items()],
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        p.to_parquet(Path(tmp) / "predictions.parquet", index=False)
+        record = asdict(fold) | {"predictions": None, "trials": [asdict(t) for t in fold.trials]}
+        (Path(tmp) / "fold.json").write_text(json.dumps(record, default=str))
+        client.log_artifacts(run, tmp)
+    for trial in fold.trials:
+        trial_run = client.create_run(
+            experiment,
+            run_name=f"trial {trial.number}",
+            tags={**tags, "kind": "trial", MLFLOW_PARENT_RUN_ID: run},
+        ).info.run_id
+        client.log_batch(
+            trial_run,
+            metrics=[Metric("loss", trial.loss, now, 0)],
+            params=[Param(k, str(v)) for k, v in (trial.params or {"defaults": True}).items()],
+        )
+        client.set_terminated(trial_run)
+    client.set_terminated(run)
+    return run
+
+
+def read_fold(run: str) -> FoldResult:
+    """The :class:`FoldResult` that :func:`log_fold` wrote into ``run``."""
+    client = MlflowClient()
+    with tempfile.TemporaryDirectory() as tmp:
+        record = json.loads(Path(client.download_artifacts(run, "fold.json", tmp)).read_text())
+        predictions = pd.read_parquet(client.download_artifacts(run, "predictions.parquet", tmp))
+    record["predictions"] = predictions
+    record["trials"] = [Trial(**t) for t in record["trials"]]
+    return FoldResult(**record)
+
+
+def close_parent(
+    parent: str,
+    evaluation: Evaluation,
+    *,
+    positive: str | None,
+    seed: int,
+    spec: dict,
+    final: Trained | None,
+    dataset: pd.DataFrame,
+) -> dict:
+    """Pooled metrics, tables, the spec and the final model on ``parent``, which then finishes."""
+    summary, per_instance = summarise(evaluation, positive, seed)
+    with mlflow.start_run(run_id=parent):
         mlflow.log_metrics({k: v for k, v in summary.items() if np.isfinite(v)})
         _log_tables(evaluation, per_instance)
         mlflow.log_dict(spec, "spec.yaml")
         if final is not None:
             _log_model(final, dataset, evaluation.classes, spec)
-        return parent.info.run_id, summary
-
-
-def _log_fold(fold, classes: list[str], tags: dict[str, str]) -> None:
-    with mlflow.start_run(
-        run_name=f"held-out {fold.name}", nested=True, tags={**tags, "held_out": fold.name}
-    ):
-        mlflow.log_params(
-            {f"best_{k}": v for k, v in fold.params.items()}
-            | fold.details
-            | {"n_features": len(fold.features)}
-        )
-        p = fold.predictions
-        fold_metrics = metrics.cell_metrics(p["label"].to_numpy(), p["predicted"].to_numpy(), classes)
-        for name in classes:
-            fold_metrics[f"reference_fraction_{name}"] = float((p["label"] == name).mean())
-            fold_metrics[f"predicted_fraction_{name}"] = float((p["predicted"] == name).mean())
-        mlflow.log_metrics(fold_metrics | {"train_seconds": fold.train_seconds, "cells": len(p)})
-        for epoch, values in enumerate(zip(*fold.curves.values(), strict=True)):  # networks' curves
-            mlflow.log_metrics(dict(zip(fold.curves, values, strict=True)), step=epoch)
-        for trial in fold.trials:
-            with mlflow.start_run(
-                run_name=f"trial {trial.number}", nested=True, tags={**tags, "kind": "trial"}
-            ):
-                mlflow.log_params(trial.params or {"defaults": True})
-                mlflow.log_metric("loss", trial.loss)
+    return summary
 
 
 def _log_tables(evaluation: Evaluation, per_instance: pd.DataFrame) -> None:

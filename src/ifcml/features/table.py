@@ -13,11 +13,9 @@ import json
 import os
 import shutil
 from collections.abc import Callable, Iterable
-from concurrent.futures import Executor, ProcessPoolExecutor, as_completed
-from contextlib import contextmanager
+from concurrent.futures import Executor, as_completed
 from dataclasses import dataclass
 from functools import lru_cache
-from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +26,7 @@ import yaml
 
 from ifcml import __version__
 from ifcml.errors import StoreError
+from ifcml.executors import executor
 from ifcml.features.objects import cell_objects, check_objects
 from ifcml.features.recipe import Recipe
 from ifcml.io.store import CellStore
@@ -127,7 +126,7 @@ def write_features(
     todo = [(a, b) for a, b in chunks if not _part_path(parts, a, b).exists()]
     if on_cells:
         on_cells(store.n_cells - sum(b - a for a, b in todo))
-    with _executor(workers, scheduler) as pool:
+    with executor(workers, scheduler) as pool:
         _run_chunks(job, todo, parts, pool, on_cells)
     _assemble(parts, [_part_path(parts, a, b) for a, b in chunks], out)
     out.with_suffix(".recipe.yaml").write_text(
@@ -150,21 +149,6 @@ def _run_chunks(job, todo, parts: Path, pool: Executor | None, on_cells) -> None
         os.replace(tmp, path)
         if on_cells:
             on_cells(stop - start)
-
-
-@contextmanager
-def _executor(workers: int, scheduler: str | None):
-    """None (in-process) for one local worker, local processes, or an existing Dask cluster."""
-    if scheduler:
-        from distributed import Client
-
-        with Client(scheduler) as client:
-            yield client.get_executor()
-    elif workers > 1:
-        with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
-            yield pool
-    else:
-        yield None
 
 
 def _open_parts(out: Path, manifest: dict, resume: bool) -> Path:

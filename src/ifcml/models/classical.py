@@ -79,6 +79,13 @@ class ModelSpec(BaseModel):
     search: dict[str, Parameter] = {}
     max_evals: int = Field(20, ge=1)
 
+    @model_validator(mode="after")
+    def _fixed_or_searched(self):
+        both = sorted(set(self.fixed) & set(self.search))
+        if both:
+            raise ValueError(f"{', '.join(both)}: both fixed and searched; the search would override it")
+        return self
+
     def space(self) -> dict:
         return {name: parameter.space(name) for name, parameter in self.search.items()}
 

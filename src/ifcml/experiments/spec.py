@@ -1,0 +1,116 @@
+"""Experiment specs (``experiments/*.yaml``): the data, the models, the channel sets, the split.
+
+Validated by pydantic: unknown or misspelt keys are errors naming the file and the key's path.
+Relative paths are taken from the folder the command runs in (the repository root for the
+shipped specs). Models are names in ``models/`` or paths, each optionally with settings that
+override its spec (validated with it): a smaller search budget, fewer epochs.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from ifcml.errors import InputError
+from ifcml.models.classical import ModelSpec
+from ifcml.models.network_spec import NetworkSpec
+from ifcml.models.registry import load_model_spec
+from ifcml.specs import describe, load_spec
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Ingest(_Strict):
+    """How to make the store when it does not exist yet (as ``ifcml ingest`` would)."""
+
+    sources: list[Path] = Field(min_length=1)
+    format: str = "auto"
+    channels: str | None = None  # e.g. "3:BF,4:DNA,6:DF"
+    grid: str | None = None  # montages: ROWSxCOLS
+
+
+class Data(_Strict):
+    store: Path
+    ingest: Ingest | None = None
+    features: Path | None = None  # classical models' table; measured with ``recipe`` when missing
+    recipe: Path | None = None  # feature recipe (default: features/default.yaml's settings)
+    labels: list[str] | None = None  # keep only these labels (after merging)
+    merge: dict[str, list[str]] = {}  # new label -> the labels it replaces, e.g. M: [Prophase, ...]
+
+    @model_validator(mode="after")
+    def _merge_once(self):
+        merged = [label for group in self.merge.values() for label in group]
+        twice = sorted({label for label in merged if merged.count(label) > 1})
+        if twice:
+            raise ValueError(f"merge: {', '.join(twice)} merged into more than one label")
+        return self
+
+    def relabel(self, table: pd.DataFrame, column: str) -> pd.DataFrame:
+        """Merged labels, then only the kept labels (``column`` holds the labels)."""
+        mapping = {old: new for new, olds in self.merge.items() for old in olds}
+        table = table.assign(**{column: table[column].replace(mapping)})
+        if self.labels:
+            table = table[table[column].isin(self.labels)]
+        return table
+
+
+class ModelEntry(_Strict):
+    spec: str  # a name in models/ or a path
+    settings: dict = {}  # merged into the spec (nested keys merge), then validated
+
+
+class ExperimentSpec(_Strict):
+    name: str  # the MLflow experiment
+    data: Data
+    models: list[str | ModelEntry] = Field(min_length=1)
+    channel_sets: dict[str, list[str]] = Field(min_length=1)
+    split: str = "leave-one-instance-out"
+    max_evals: int | None = Field(None, ge=1)  # classical models' hyperopt budget (default: the spec's)
+    seed: int = 0
+    positive: str = "leukemic"  # the class whose fraction is the readout
+
+    @field_validator("channel_sets")
+    @classmethod
+    def _non_empty(cls, sets: dict[str, list[str]]):
+        empty = [name for name, channels in sets.items() if not channels]
+        if empty:
+            raise ValueError(f"channel set(s) {', '.join(empty)} name no channels")
+        return sets
+
+    def model_specs(self) -> list[ModelSpec | NetworkSpec]:
+        """Every model's spec with its settings applied; errors name ``models.<i>``."""
+        specs = []
+        for i, entry in enumerate(self.models):
+            entry = ModelEntry(spec=entry) if isinstance(entry, str) else entry
+            base = load_model_spec(entry.spec)
+            try:
+                specs.append(type(base).model_validate(_deep_merge(base.model_dump(), entry.settings)))
+            except ValidationError as exc:
+                raise InputError(f"models.{i} ({entry.spec}) settings: {describe(exc)}") from exc
+        names = [s.name for s in specs]
+        if len(set(names)) < len(names):
+            raise InputError(f"models: names repeat ({', '.join(names)}); give each a distinct settings.name")
+        return specs
+
+
+def load_experiment(path: Path | str) -> ExperimentSpec:
+    spec = load_spec(Path(path), ExperimentSpec, "experiment spec")
+    try:
+        spec.model_specs()
+    except InputError as exc:
+        raise InputError(f"{path}: {exc}") from exc
+    return spec
+
+
+def _deep_merge(base: dict, update: dict) -> dict:
+    merged = dict(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            merged[key] = _deep_merge(base[key], value)
+        else:
+            merged[key] = value
+    return merged

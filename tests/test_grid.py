@@ -1,0 +1,123 @@
+"""Experiment grids: spec validation, resume after a kill, failures recorded, Dask = local."""
+
+from __future__ import annotations
+
+import mlflow
+import pytest
+import yaml
+from mlflow.tracking import MlflowClient
+
+from ifcml.errors import IfcmlError
+from ifcml.experiments.grid import DESIGN_TAG, TASK_TAG, Task, run_grid, run_task
+from ifcml.experiments.spec import load_experiment
+
+
+def write_spec(tmp_path, features, name, **changes):
+    spec = {
+        "name": name,
+        "data": {"store": str(tmp_path / "unused.store"), "features": str(features)},
+        "models": ["naive_bayes"],
+        "channel_sets": {"label_free": ["BF", "DF"], "all": ["BF", "DF", "DAPI"]},
+        "split": "leave-one-instance-out",
+        "max_evals": 2,
+    } | changes
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    return load_experiment(path)
+
+
+def parents(uri, experiment):
+    mlflow.set_tracking_uri(uri)
+    runs = mlflow.search_runs(experiment_names=[experiment])
+    top = runs[runs["tags.mlflow.parentRunId"].isna()]
+    return top.set_index("tags.channel_set").sort_index()
+
+
+def test_experiment_specs_name_the_bad_key(tmp_path, simulated_features):
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump({"name": "x", "data": {"stroe": "s"}, "models": ["naive_bayes"]}))
+    with pytest.raises(IfcmlError, match=r"bad.yaml: data.store: Field required"):
+        load_experiment(path)
+    with pytest.raises(IfcmlError, match=r"models.0 \(linear_svm\) settings: .*max_evalz"):
+        write_spec(
+            tmp_path, simulated_features, "y", models=[{"spec": "linear_svm", "settings": {"max_evalz": 1}}]
+        )
+    for shipped in ("demo", "doan2020_label_free", "jurkat_cell_cycle"):
+        assert load_experiment(f"experiments/{shipped}.yaml").models
+
+
+def test_a_killed_grid_resumes_without_repeating_finished_tasks(tmp_path, simulated_features):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    whole = write_spec(tmp_path, simulated_features, "whole")
+    report = run_grid(whole, uri)
+    assert report.done == 2 * (8 + 1) and not report.failed and report.skipped == 0
+
+    killed = write_spec(tmp_path, simulated_features, "killed")
+    first = run_grid_until(killed, uri, tasks=5)  # what a grid killed after 5 tasks leaves behind
+    resumed = run_grid(killed, uri)
+    assert resumed.skipped == first and resumed.done == 2 * 9 - first
+    expected, got = parents(uri, "whole"), parents(uri, "killed")
+    assert (got["status"] == "FINISHED").all()
+    for column in ("metrics.balanced_accuracy", "metrics.readout_mae", "metrics.instance_accuracy_mean"):
+        assert got[column].tolist() == pytest.approx(expected[column].tolist(), abs=1e-12), column
+    folds = mlflow.search_runs(experiment_names=["killed"], filter_string="tags.held_out != ''")
+    assert len(folds) == 2 * 8 and folds[f"tags.{TASK_TAG}"].is_unique  # nothing ran twice
+    assert run_grid(killed, uri).done == 0  # all finished: nothing to do
+
+
+def run_grid_until(spec, uri, tasks: int) -> int:
+    """Run the first ``tasks`` fold tasks of a fresh grid as the grid would, then 'die' with one
+    more task half-way (its run left RUNNING)."""
+    from ifcml.experiments import grid
+
+    mlflow.set_tracking_uri(uri)
+    experiment = mlflow.set_experiment(spec.name).experiment_id
+    prepared = grid._prepared(spec, 0, "label_free")
+    design = grid._key(spec, prepared, "label_free")
+    parent = grid._open(spec, prepared, "label_free", [], design)
+    folds = prepared.folds(spec.split, spec.seed)
+    for fold in folds[:tasks]:
+        assert run_task(Task(spec, 0, "label_free", fold.name, f"{design}/{fold.name}", parent, uri)) is None
+    MlflowClient().create_run(
+        experiment, tags={"mlflow.parentRunId": parent, TASK_TAG: f"{design}/{folds[tasks].name}"}
+    )  # the task that was running when the grid was killed
+    return tasks
+
+
+def test_a_failing_task_is_recorded_and_the_others_go_on(tmp_path, simulated_features):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    spec = write_spec(
+        tmp_path,
+        simulated_features,
+        "failing",
+        models=[
+            "naive_bayes",
+            {"spec": "naive_bayes", "settings": {"name": "broken_nb", "fixed": {"priors": [0.5, 0.5, 0.5]}}},
+        ],
+        channel_sets={"label_free": ["BF", "DF"]},
+    )
+    report = run_grid(spec, uri)
+    assert len(report.failed) == 8 and all("priors" in f for f in report.failed)
+    top = parents(uri, "failing").set_index("tags.model")
+    assert top.loc["naive_bayes", "status"] == "FINISHED"
+    assert (
+        top.loc["broken_nb", "status"] == "FAILED"
+        and "priors" in top.loc["broken_nb", "tags.ifcml.error"]
+    )
+
+
+@pytest.mark.slow
+def test_a_grid_on_a_dask_cluster_equals_the_local_runner(tmp_path, simulated_features):
+    from distributed import LocalCluster
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    local = run_grid(write_spec(tmp_path, simulated_features, "local"), uri, workers=2)
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
+        dask = run_grid(
+            write_spec(tmp_path, simulated_features, "dask"), uri, scheduler=cluster.scheduler_address
+        )
+    assert local.done == dask.done == 18 and not local.failed and not dask.failed
+    a, b = parents(uri, "local"), parents(uri, "dask")
+    assert b["metrics.balanced_accuracy"].tolist() == pytest.approx(a["metrics.balanced_accuracy"].tolist())
+    assert set(b[f"tags.{DESIGN_TAG}"]) == set(a[f"tags.{DESIGN_TAG}"])  # same deterministic keys
+    assert (b["status"] == "FINISHED").all()
