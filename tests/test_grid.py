@@ -100,10 +100,7 @@ def test_a_failing_task_is_recorded_and_the_others_go_on(tmp_path, simulated_fea
     assert len(report.failed) == 8 and all("priors" in f for f in report.failed)
     top = parents(uri, "failing").set_index("tags.model")
     assert top.loc["naive_bayes", "status"] == "FINISHED"
-    assert (
-        top.loc["broken_nb", "status"] == "FAILED"
-        and "priors" in top.loc["broken_nb", "tags.ifcml.error"]
-    )
+    assert top.loc["broken_nb", "status"] == "FAILED" and "priors" in top.loc["broken_nb", "tags.ifcml.error"]
 
 
 @pytest.mark.slow
@@ -121,3 +118,37 @@ def test_a_grid_on_a_dask_cluster_equals_the_local_runner(tmp_path, simulated_fe
     assert b["metrics.balanced_accuracy"].tolist() == pytest.approx(a["metrics.balanced_accuracy"].tolist())
     assert set(b[f"tags.{DESIGN_TAG}"]) == set(a[f"tags.{DESIGN_TAG}"])  # same deterministic keys
     assert (b["status"] == "FINISHED").all()
+
+
+def test_the_report_reads_mlflow_and_renders_in_a_headless_browser(tmp_path, simulated_features):
+    import os
+    import shutil
+    import subprocess
+
+    from ifcml.experiments.compare import comparison, write_report
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    spec = write_spec(tmp_path, simulated_features, "report", models=["naive_bayes", "linear_svm"])
+    run_grid(spec, uri)
+    table, folds = comparison("report")
+    assert sorted(table["model"]) == ["linear_svm", "linear_svm", "naive_bayes", "naive_bayes"]
+    assert len(folds) == 4 * 8 and folds["accuracy"].between(0, 1).all()
+    assert table["balanced accuracy"].between(table["BA CI low"], table["BA CI high"]).all()
+    report = write_report("report", tmp_path / "out")
+    html = report.read_text()
+    assert html.count("data:image/png;base64,") == 3 and "http" not in html.replace(uri, "")  # self-contained
+    browser = shutil.which("chromium")
+    if browser is None:
+        if os.environ.get("IFCML_REQUIRE_BROWSER"):
+            pytest.fail("chromium is required here (IFCML_REQUIRE_BROWSER) but not installed")
+        pytest.skip("Debian's chromium is not installed (.ci/run installs it)")
+    shot = tmp_path / "report.png"
+    result = subprocess.run(
+        [browser, "--headless", "--no-sandbox", "--disable-gpu", "--enable-logging=stderr", "--v=0",
+         "--window-size=1280,2400", f"--screenshot={shot}", report.as_uri()],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert shot.stat().st_size > 20_000  # a rendered page with figures, not a blank one
+    console = [line for line in result.stderr.splitlines() if "CONSOLE" in line]
+    assert not console, console

@@ -152,13 +152,22 @@ def demo(
     out: Annotated[Path, typer.Option(help="Folder for the demo's data and results.")] = Path("demo_output"),
     seed: Annotated[int, typer.Option()] = 0,
 ) -> None:
-    """The main job on embedded default data: simulate, ingest, measure, evaluate a model.
+    """The main job on embedded default data: simulate, ingest, then the demo grid and its report.
 
-    Each step writes its output atomically and is skipped when that output already exists,
-    so an interrupted demo resumes where it stopped (feature chunks included).
+    Simulated samples with known truth (12 samples x 300 cells) go through the whole flow:
+    IDEAS-style TIFF export, ingest, CellProfiler measurements, experiments/demo.yaml (naive
+    Bayes, linear SVM, random forest, XGBoost, the compact CNN on label-free channels,
+    leave-one-instance-out) in MLflow, and the comparison report. Every step resumes: finished
+    outputs and finished grid tasks are skipped, so an interrupted demo goes on where it stopped.
     """
+    import mlflow
+
+    from ifcml.experiments.compare import write_report
+    from ifcml.experiments.grid import prepare_data, run_grid
+    from ifcml.experiments.spec import EXPERIMENTS_DIR, load_experiment
+
     settings = SimulationSettings(seed=seed)
-    raw, store_path, table = out / "simulated_tiff", out / "store", out / "features.parquet"
+    raw, store_path = out / "simulated_tiff", out / "store"
     if not raw.exists():
         out.mkdir(parents=True, exist_ok=True)
         run_simulation(settings, raw, "tiff")
@@ -169,40 +178,25 @@ def demo(
         with cell_progress(sum(s.n_candidates for s in sources), "ingest") as update:
             write_store(sources, store_path, samples=pd.read_csv(raw / "samples.csv"), on_cells=update)
     info(store_path, as_json=False)
-    if not table.exists():
-        with cell_progress(CellStore(store_path).n_cells, "features") as update:
-            workers = os.cpu_count() or 1
-            write_features(store_path, table, workers=workers, resume=True, on_cells=update)
-    shape = pq.read_metadata(table)
-    console.print(f"features: {shape.num_rows} cells x {shape.num_columns} columns, {table}", highlight=False)
-    evaluated = out / "linear_svm_label_free.json"
-    if not evaluated.exists():
-        from ifcml.experiments.run import run_model
-
-        result = run_model(
-            table,
-            "linear_svm",
-            channels=["BF", "DF"],
-            max_evals=5,
-            seed=seed,
-            experiment="demo",
-            uri=f"sqlite:///{(out / 'mlflow.db').resolve()}",
-        )
-        tmp = evaluated.with_suffix(".tmp")
-        tmp.write_text(
-            json.dumps({"run_id": result.run_id, "tracking_uri": result.tracking_uri, **result.metrics})
-        )
-        tmp.replace(evaluated)
-    summary = json.loads(evaluated.read_text())
-    console.print(
-        f"linear SVM on label-free BF+DF, leave-one-instance-out: balanced accuracy "
-        f"{summary['balanced_accuracy']:.3f} (95 % CI {summary['balanced_accuracy_ci_low']:.3f}-"
-        f"{summary['balanced_accuracy_ci_high']:.3f}), leukemic-fraction error {summary['readout_mae']:.3f}",
-        highlight=False,
-    )
-    console.print(
-        f"MLflow: .venv/bin/mlflow ui --backend-store-uri {summary['tracking_uri']}", highlight=False
-    )
+    spec = load_experiment(EXPERIMENTS_DIR / "demo.yaml")
+    data = spec.data.model_copy(update={"store": store_path, "features": out / "features.parquet"})
+    spec = spec.model_copy(update={"data": data, "seed": seed})
+    workers = len(os.sched_getaffinity(0))
+    with cell_progress(CellStore(store_path).n_cells, "features") as update:
+        prepare_data(spec, workers, on_cells=update)
+    uri = f"sqlite:///{(out / 'mlflow.db').resolve()}"
+    with tqdm(desc="grid", unit=" tasks", file=sys.stderr) as bar:
+        report = run_grid(spec, uri, workers, on_task=bar.update, on_total=lambda n: bar.reset(total=n))
+    for message in report.confounds:
+        _warn(message)
+    for failure in report.failed:
+        console.print(f"[red]failed[/red] {failure}", highlight=False)
+    mlflow.set_tracking_uri(uri)
+    page = write_report(spec.name, out / "report")
+    console.print(f"report: {page.resolve()}", highlight=False)
+    console.print(f"MLflow: .venv/bin/ifcml ui --tracking-uri {uri}", highlight=False)
+    if report.failed:
+        raise typer.Exit(1)
 
 
 @app.command()
@@ -387,6 +381,54 @@ def grid_command(
         console.print(f"[red]failed[/red] {failure}", highlight=False)
     if report.failed:
         raise typer.Exit(1)
+
+
+@app.command("compare")
+def compare_command(
+    experiment: Annotated[str, typer.Argument(help="MLflow experiment (the grid spec's name).")],
+    out: Annotated[Path | None, typer.Option(help="Report folder (default: compare_<experiment>).")] = None,
+    tracking_uri: Annotated[
+        str | None,
+        typer.Option(help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else ./mlflow.db)."),
+    ] = None,
+) -> None:
+    """The comparison table (models x channel sets) and a self-contained HTML report."""
+    import mlflow
+
+    from ifcml.experiments.compare import comparison, write_report
+    from ifcml.experiments.tracking import tracking_uri as default_uri
+
+    mlflow.set_tracking_uri(default_uri(tracking_uri))
+    report = write_report(experiment, out or Path(f"compare_{experiment}"))
+    table, _ = comparison(experiment)
+    shown = Table("model", "channel set", "balanced accuracy (95 % CI)", "instance acc.", "readout err.")
+    for _, row in table.iterrows():
+        shown.add_row(
+            row["model"],
+            row["channel set"],
+            f"{row['balanced accuracy']:.3f} ({row['BA CI low']:.3f}-{row['BA CI high']:.3f})",
+            f"{row['instance accuracy mean']:.3f}",
+            "-" if pd.isna(row["readout error"]) else f"{row['readout error']:.3f}",
+        )
+    console.print(shown)
+    console.print(f"report: {report.resolve()}", highlight=False)
+
+
+@app.command("ui")
+def ui_command(
+    tracking_uri: Annotated[
+        str | None,
+        typer.Option(help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else ./mlflow.db)."),
+    ] = None,
+    port: Annotated[int, typer.Option(help="Port on 127.0.0.1.")] = 5000,
+) -> None:
+    """The MLflow UI for the configured store, bound to 127.0.0.1 only."""
+    from ifcml.experiments.tracking import tracking_uri as default_uri
+
+    uri = default_uri(tracking_uri)
+    console.print(f"MLflow UI for {uri} on http://127.0.0.1:{port} (Ctrl-C stops it)", highlight=False)
+    command = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", "127.0.0.1"]
+    os.execv(sys.executable, [*command, "--port", str(port)])
 
 
 @app.command("embed")

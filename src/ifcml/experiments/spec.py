@@ -19,6 +19,8 @@ from ifcml.models.network_spec import NetworkSpec
 from ifcml.models.registry import load_model_spec
 from ifcml.specs import describe, load_spec
 
+EXPERIMENTS_DIR = Path(__file__).resolve().parents[3] / "experiments"
+
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
