@@ -58,6 +58,8 @@ def test_confound_check_fires_on_real_jurkat_and_not_on_a_designed_experiment(ju
     assert [r.unit for r in reports] == ["source"]  # one montage per phase
     assert reports[0].purity == 1.0 and "G1" in reports[0].single_unit_labels
     assert "CONFOUNDED" in reports[0].message() and "leave-one-group-out:source" in reports[0].message()
+    per_cell_files = cells.assign(Metadata_source=[f"cell_{i}.ome.tif" for i in range(len(cells))])
+    assert confound_check(per_cell_files) == []  # one file per cell (TIFF export) is no acquisition
     assert confound_check(cells) == []
 
 

@@ -123,6 +123,9 @@ class ConfoundReport:
         )
 
 
+MIN_UNIT_CELLS = 10  # a unit column whose typical unit holds fewer cells is not an acquisition
+
+
 def confound_check(
     cells: pd.DataFrame, units: tuple[str, ...] = ("instance", "source")
 ) -> list[ConfoundReport]:
@@ -133,6 +136,8 @@ def confound_check(
         try:
             groups = _column(cells, unit).astype(str)
         except InputError:
+            continue
+        if groups.value_counts().median() < MIN_UNIT_CELLS:  # e.g. one TIFF file per cell: not acquisitions
             continue
         crosstab = pd.crosstab(groups, labels)
         purity = float(crosstab.max(axis=1).sum() / crosstab.to_numpy().sum())
