@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pandas as pd
 import pytest
 
 VERBS = ("ingest", "info", "simulate", "demo")
@@ -29,16 +30,22 @@ def test_info_on_a_folder_that_is_no_store(ifcml, tmp_path):
 
 @pytest.mark.slow
 def test_demo_runs_and_a_second_run_reuses_finished_steps(ifcml, tmp_path):
+    """The README's main job end to end: simulate, ingest, features, the demo grid, the report."""
     out = tmp_path / "demo"
     code, first, err = ifcml("demo", "--out", out)
     assert code == 0, err
     assert "3600 cells" in first and "P04_day33" in first
-    assert "features: 3600 cells" in first and "balanced accuracy" in first
+    assert "grid demo: 65 task(s) run, 0 already finished, 0 failed" in first
+    assert "CONFOUNDED" not in err  # a designed experiment: samples are the acquisitions
     summary = json.loads(ifcml("info", out / "store", "--json")[1])
     assert summary["n_cells"] == 3600 and len(summary["counts"]) == 12
     assert summary["channels"] == ["BF", "CD10", "CD34", "DF", "DAPI", "CD19", "CD45"]
+    table = pd.read_csv(out / "report" / "comparison.csv")
+    assert sorted(table["model"]) == ["compact_cnn", "linear_svm", "naive_bayes", "random_forest", "xgboost"]
+    best = table.set_index("model")["balanced accuracy"]
+    assert best["linear_svm"] > 0.85 and best["compact_cnn"] > 0.7  # chance: 0.333
     created = json.loads((out / "store" / "meta.json").read_text())["provenance"]["created"]
     code, second, err = ifcml("demo", "--out", out)
     assert code == 0, err
-    assert "wrote" not in second and first.endswith(second)  # only the summary: nothing redone
+    assert "wrote" not in second and "grid demo: 0 task(s) run, 65 already finished" in second
     assert json.loads((out / "store" / "meta.json").read_text())["provenance"]["created"] == created

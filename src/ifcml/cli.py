@@ -189,6 +189,11 @@ def demo(
         report = run_grid(spec, uri, workers, on_task=bar.update, on_total=lambda n: bar.reset(total=n))
     for message in report.confounds:
         _warn(message)
+    console.print(
+        f"grid {spec.name}: {report.done} task(s) run, {report.skipped} already finished, "
+        f"{len(report.failed)} failed",
+        highlight=False,
+    )
     for failure in report.failed:
         console.print(f"[red]failed[/red] {failure}", highlight=False)
     mlflow.set_tracking_uri(uri)
