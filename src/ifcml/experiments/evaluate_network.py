@@ -1,6 +1,6 @@
-"""Evaluating one network on one channel set over a split: the deep branch's counterpart of
-:mod:`ifcml.experiments.evaluate`, giving the same :class:`Evaluation` so metrics, tracking and
-comparison treat both branches alike.
+"""One fold of a network, and its final refit: the deep branch's counterpart of
+:mod:`ifcml.experiments.evaluate`, giving the same :class:`FoldResult` and :class:`Trained` so
+metrics, tracking and comparison treat both branches alike.
 
 Folds come from the same :func:`make_folds` over the same cells table. Each fold trains on its
 training rows only (balancing, validation split and channel means included, see
