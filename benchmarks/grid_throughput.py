@@ -50,6 +50,7 @@ def main() -> None:
             mlflow.set_tracking_uri(uri)
             runs = mlflow.search_runs(experiment_names=["grid_benchmark"])
             tasks = int(runs["tags.ifcml.task"].notna().sum() + runs["tags.mlflow.parentRunId"].isna().sum())
+            assert runs["status"].eq("FINISHED").all(), "a task failed"
             row = {
                 "workers": workers,
                 "tasks": tasks,

@@ -152,3 +152,15 @@ def test_the_report_reads_mlflow_and_renders_in_a_headless_browser(tmp_path, sim
     assert shot.stat().st_size > 20_000  # a rendered page with figures, not a blank one
     console = [line for line in result.stderr.splitlines() if "CONSOLE" in line]
     assert not console, console
+
+
+def test_data_preparation_makes_only_what_is_missing(tmp_path, simulated_features):
+    from ifcml.experiments.grid import prepare_data
+
+    spec = write_spec(tmp_path, simulated_features, "prep")
+    prepare_data(spec)  # classical only, features exist: the (absent) store is not needed
+    networks = write_spec(tmp_path, simulated_features, "prep2", models=["compact_cnn"])
+    with pytest.raises(
+        IfcmlError, match="unused.store: no such store, and the experiment has no data.ingest"
+    ):
+        prepare_data(networks)

@@ -146,7 +146,12 @@ def prepare_data(
     from ifcml.io.store import CellStore, write_store
 
     data = spec.data
-    if not (data.store / "meta.json").exists():
+    models = spec.model_specs()
+    classical = [m for m in models if not isinstance(m, NetworkSpec)]
+    if classical and data.features is None:
+        raise InputError(f"experiment {spec.name}: data.features is needed for {classical[0].name}")
+    needs_store = len(classical) < len(models) or (classical and not data.features.exists())
+    if needs_store and not (data.store / "meta.json").exists():
         if data.ingest is None:
             raise InputError(f"{data.store}: no such store, and the experiment has no data.ingest to make it")
         channels = parse_channel_map(data.ingest.channels)
@@ -155,9 +160,6 @@ def prepare_data(
             for path in data.ingest.sources
         ]
         write_store(sources, data.store, on_cells=on_cells)
-    classical = [m for m in spec.model_specs() if not isinstance(m, NetworkSpec)]
-    if classical and data.features is None:
-        raise InputError(f"experiment {spec.name}: data.features is needed for {classical[0].name}")
     if classical and not data.features.exists():
         needed = sorted({c for channels in spec.channel_sets.values() for c in channels})
         store = CellStore(data.store)
@@ -178,13 +180,12 @@ def run_task(task: Task) -> str | None:
     mlflow.set_tracking_uri(task.uri)
     try:
         prepared = _prepared(task.spec, task.model, task.channel_set)
-        tags = {**_tags_of(task, prepared), TASK_TAG: task.key}
         if task.fold == FINAL:
             _finish(task, prepared)
         else:
             fold = next(f for f in prepared.folds(task.spec.split, task.spec.seed) if f.name == task.fold)
             result = prepared.run_fold(fold, task.spec.seed, task.spec.max_evals)
-            log_fold(task.parent, result, prepared.classes, tags)
+            log_fold(task.parent, result, prepared.classes, _tags_of(task, prepared), {TASK_TAG: task.key})
         return None
     except Exception as exc:  # recorded, and the grid goes on with the other tasks
         message = f"{type(exc).__name__}: {exc}"

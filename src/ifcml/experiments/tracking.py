@@ -126,8 +126,12 @@ def open_parent(
     return run.info.run_id
 
 
-def log_fold(parent: str, fold: FoldResult, classes: list[str], tags: dict[str, str]) -> str:
+def log_fold(
+    parent: str, fold: FoldResult, classes: list[str], tags: dict[str, str], own_tags: dict | None = None
+) -> str:
     """One held-out unit as a finished run nested under ``parent``, readable by :func:`read_fold`.
+
+    ``tags`` go on the fold's run and its trials' runs, ``own_tags`` on the fold's run only.
 
     Written with the client API (no active-run state), so folds can be logged from any process.
     """
@@ -136,7 +140,7 @@ def log_fold(parent: str, fold: FoldResult, classes: list[str], tags: dict[str, 
     run = client.create_run(
         experiment,
         run_name=f"held-out {fold.name}",
-        tags={**tags, "held_out": fold.name, MLFLOW_PARENT_RUN_ID: parent},
+        tags={**tags, **(own_tags or {}), "held_out": fold.name, MLFLOW_PARENT_RUN_ID: parent},
     ).info.run_id
     p = fold.predictions
     values = metrics.cell_metrics(p["label"].to_numpy(), p["predicted"].to_numpy(), classes)
