@@ -342,7 +342,7 @@ def train_command(
             summary.add_row(name, f"{result.metrics[name]:.3f}")
     console.print(summary)
     console.print(f"MLflow run {result.run_id} in {result.tracking_uri}", highlight=False)
-    console.print(f"browse: .venv/bin/mlflow ui --backend-store-uri {result.tracking_uri}", highlight=False)
+    console.print(f"browse: .venv/bin/ifcml ui --tracking-uri {result.tracking_uri}", highlight=False)
 
 
 @app.command("grid")

@@ -30,7 +30,7 @@ from ifcml.experiments.evaluate import LABEL, Evaluation
 from ifcml.experiments.run import Prepared, prepare, run_name, run_params, run_tags
 from ifcml.experiments.spec import ExperimentSpec
 from ifcml.experiments.splits import confound_check
-from ifcml.experiments.tracking import close_parent, log_fold, open_parent, read_fold
+from ifcml.experiments.tracking import close_parent, log_fold, open_parent, read_fold, use_experiment
 from ifcml.models.network_spec import NetworkSpec
 
 DESIGN_TAG, TASK_TAG, ERROR_TAG = "ifcml.design", "ifcml.task", "ifcml.error"
@@ -71,7 +71,7 @@ def run_grid(
     """Run every task of ``spec`` not yet finished in MLflow at ``uri``."""
     mlflow.set_tracking_uri(uri)
     client = MlflowClient()
-    experiment_id = mlflow.set_experiment(spec.name).experiment_id
+    experiment_id = use_experiment(spec.name)
     confounds: set[str] = set()
     plans = []  # (design tasks, final task)
     skipped = 0

@@ -47,6 +47,19 @@ def tracking_uri(explicit: str | None = None) -> str:
     return explicit or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path.cwd() / 'mlflow.db'}"
 
 
+def use_experiment(name: str) -> str:
+    """Make ``name`` the active experiment (created if new) and return its id.
+
+    With a SQLite store, a new experiment keeps its artifacts in ``mlartifacts/`` beside the
+    database (MLflow's default would be ``./mlruns`` of whatever folder the command ran in).
+    """
+    uri = mlflow.get_tracking_uri()
+    if uri.startswith("sqlite:///") and mlflow.get_experiment_by_name(name) is None:
+        folder = Path(uri.removeprefix("sqlite:///")).parent / "mlartifacts"
+        mlflow.create_experiment(name, artifact_location=folder.resolve().as_uri())
+    return mlflow.set_experiment(name).experiment_id
+
+
 def summarise(evaluation: Evaluation, positive: str | None, seed: int) -> tuple[dict, pd.DataFrame]:
     """Pooled metrics (with bootstrap intervals) and the per-instance readout table."""
     predictions = evaluation.predictions
@@ -104,7 +117,7 @@ def open_parent(
     dataset_digest: str,
 ) -> str:
     """A parent run with its params and dataset, left RUNNING until :func:`close_parent`."""
-    mlflow.set_experiment(experiment)
+    use_experiment(experiment)
     run = mlflow.start_run(run_name=run_name, tags=tags)
     try:
         mlflow.log_params(params)
