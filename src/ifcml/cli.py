@@ -38,6 +38,13 @@ app = typer.Typer(
 console = Console(soft_wrap=True)  # long paths stay on one line (greppable)
 
 
+# The --tracking-uri option every MLflow verb takes.
+TrackingUri = Annotated[
+    str | None,
+    typer.Option(help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else ./mlflow.db)."),
+]
+
+
 @contextmanager
 def cell_progress(total: int, what: str):
     """A progress bar in cells and cells/s on stderr; yields the update function."""
@@ -302,10 +309,7 @@ def train_command(
     ] = None,
     seed: Annotated[int, typer.Option()] = 0,
     experiment: Annotated[str, typer.Option(help="MLflow experiment name.")] = "ifcml",
-    tracking_uri: Annotated[
-        str | None,
-        typer.Option(help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else ./mlflow.db)."),
-    ] = None,
+    tracking_uri: TrackingUri = None,
     positive: Annotated[str, typer.Option(help="Class whose fraction is the readout.")] = "leukemic",
 ) -> None:
     """Evaluate one model over a split (tuned or trained per fold), refit it, and log it to MLflow."""
@@ -348,10 +352,7 @@ def train_command(
 @app.command("grid")
 def grid_command(
     spec: Annotated[Path, typer.Argument(help="An experiment spec, e.g. experiments/demo.yaml.")],
-    tracking_uri: Annotated[
-        str | None,
-        typer.Option(help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else ./mlflow.db)."),
-    ] = None,
+    tracking_uri: TrackingUri = None,
     workers: Annotated[int, typer.Option(min=1, help="Local worker processes.")] = 1,
     scheduler: Annotated[
         str | None, typer.Option(help="Run on an existing Dask cluster: tcp://HOST:PORT.")
@@ -392,10 +393,7 @@ def grid_command(
 def compare_command(
     experiment: Annotated[str, typer.Argument(help="MLflow experiment (the grid spec's name).")],
     out: Annotated[Path | None, typer.Option(help="Report folder (default: compare_<experiment>).")] = None,
-    tracking_uri: Annotated[
-        str | None,
-        typer.Option(help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else ./mlflow.db)."),
-    ] = None,
+    tracking_uri: TrackingUri = None,
 ) -> None:
     """The comparison table (models x channel sets) and a self-contained HTML report."""
     import mlflow
@@ -421,10 +419,7 @@ def compare_command(
 
 @app.command("ui")
 def ui_command(
-    tracking_uri: Annotated[
-        str | None,
-        typer.Option(help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else ./mlflow.db)."),
-    ] = None,
+    tracking_uri: TrackingUri = None,
     port: Annotated[int, typer.Option(help="Port on 127.0.0.1.")] = 5000,
 ) -> None:
     """The MLflow UI for the configured store, bound to 127.0.0.1 only."""

@@ -82,13 +82,14 @@ def run_grid(
             confounds.update(r.message() for r in reports)
             design = _key(spec, prepared, channel_set)
             parent = _find_parent(client, experiment_id, design)
+            design_folds = prepared.folds(spec.split, spec.seed)
             if parent is not None and parent.info.status == "FINISHED":
-                skipped += len(prepared.folds(spec.split, spec.seed)) + 1
+                skipped += len(design_folds) + 1
                 continue
             parent_id = parent.info.run_id if parent else _open(spec, prepared, channel_set, reports, design)
             finished = _finished_folds(client, experiment_id, parent_id)
             folds = []
-            for fold in prepared.folds(spec.split, spec.seed):
+            for fold in design_folds:
                 key = f"{design}/{fold.name}"
                 if key in finished:
                     skipped += 1
