@@ -9,7 +9,8 @@ from __future__ import annotations
 import json
 import os
 import sys
-from contextlib import contextmanager
+import tempfile
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Annotated
 
@@ -203,12 +204,40 @@ def demo(
     )
     for failure in report.failed:
         console.print(f"[red]failed[/red] {failure}", highlight=False)
-    mlflow.set_tracking_uri(uri)
-    page = write_report(spec.name, out / "report")
-    console.print(f"report: {page.resolve()}", highlight=False)
-    console.print(f"MLflow: .venv/bin/ifcml ui --tracking-uri {uri}", highlight=False)
     if report.failed:
         raise typer.Exit(1)
+    mlflow.set_tracking_uri(uri)
+    page = write_report(spec.name, out / "report")
+    _demo_readout(out, spec.name, uri, seed, workers)
+    console.print(f"report: {page.resolve()}", highlight=False)
+    console.print(f"MLflow: .venv/bin/ifcml ui --tracking-uri {uri}", highlight=False)
+
+
+def _demo_readout(out: Path, experiment: str, uri: str, seed: int, workers: int) -> None:
+    """The demo's last steps: export the best design, then read out new simulated patients."""
+    from ifcml.deploy.predict import model_card, write_predictions
+
+    model_dir, new_raw, predictions = out / "model", out / "new_samples_tiff", out / "predictions"
+    if not model_dir.exists():
+        export_command(experiment, model_dir, tracking_uri=uri)
+    card = model_card(model_dir)
+    channels = {k: v for k, v in PAPER_CHANNELS.items() if v in card.channels}  # label-free acquisition
+    if not new_raw.exists():  # other patients than the grid's: another seed
+        run_simulation(SimulationSettings(patients=2, channels=channels, seed=seed + 1), new_raw, "tiff")
+    if not (predictions / "samples.csv").exists():
+        with tempfile.TemporaryDirectory(dir=out) as tmp:
+            sources = [
+                open_source(p, "tiff", channels=channels, instance=f"new_{p.name}")
+                for p in sorted(new_raw.iterdir())
+                if p.is_dir()
+            ]
+            with cell_progress(sum(s.n_candidates for s in sources), "ingest") as update:
+                store = write_store(sources, Path(tmp) / "store", on_cells=update)
+            with cell_progress(store.n_cells, "predict") as update:
+                write_predictions(model_dir, [store], predictions, workers, update)
+    console.print(f"new patients, read out by {card.summary}:", highlight=False)
+    _print_samples(pd.read_csv(predictions / "samples.csv"))
+    console.print(f"per cell: {predictions / 'cells.csv'}", highlight=False)
 
 
 @app.command()
@@ -415,6 +444,86 @@ def compare_command(
         )
     console.print(shown)
     console.print(f"report: {report.resolve()}", highlight=False)
+
+
+@app.command("export")
+def export_command(
+    experiment: Annotated[str, typer.Argument(help="MLflow experiment (the grid spec's name).")],
+    out: Annotated[Path, typer.Option(help="Folder for the exported MLflow model (must not exist).")],
+    metric: Annotated[
+        str,
+        typer.Option(help="Pick the best design by this metric (errors, losses, times: lowest wins)."),
+    ] = "balanced_accuracy",
+    model: Annotated[str | None, typer.Option(help="Only designs of this model, e.g. compact_cnn.")] = None,
+    register: Annotated[
+        str | None, typer.Option(help="Also register it in the MLflow model registry under this name.")
+    ] = None,
+    alias: Annotated[str, typer.Option(help="Registry alias of the new version.")] = "champion",
+    tracking_uri: TrackingUri = None,
+) -> None:
+    """The best (model, channel set) as an MLflow model that takes raw cell images or a store."""
+    import mlflow
+
+    from ifcml.deploy.export import export_model
+    from ifcml.experiments.tracking import tracking_uri as default_uri
+
+    mlflow.set_tracking_uri(default_uri(tracking_uri))
+    exported = export_model(experiment, metric, out, model=model, register=register, alias=alias)
+    console.print(
+        f"exported {exported.model} | {exported.channel_set} ({exported.metric} {exported.value:.3f}, "
+        f"run {exported.run_id}) to {exported.path}",
+        highlight=False,
+    )
+    if exported.registered:
+        console.print(f"registered: {exported.registered}", highlight=False)
+
+
+@app.command("predict")
+def predict_command(
+    model_dir: Annotated[Path, typer.Argument(help="A model folder from `ifcml export`.")],
+    sources: Annotated[
+        list[Path], typer.Argument(help="CellStores, or sources as `ifcml ingest` reads them.")
+    ],
+    out: Annotated[Path, typer.Option(help="Folder for cells.csv and samples.csv.")],
+    fmt: Annotated[str, typer.Option("--format", help=f"One of {', '.join(FORMATS)}.")] = "auto",
+    channels: Annotated[
+        str | None, typer.Option(help="Instrument channels and their names, e.g. 3:BF,6:DF.")
+    ] = None,
+    grid: Annotated[str | None, typer.Option(help="Montage grid ROWSxCOLS, e.g. 20x20.")] = None,
+    row_major: Annotated[
+        bool, typer.Option("--row-major", help="Montage tiles fill row by row (default: column by column).")
+    ] = False,
+    instance: Annotated[
+        str | None, typer.Option(help="Instance (sample) name; default: each source folder's name.")
+    ] = None,
+    workers: Annotated[int, typer.Option(min=1, help="Local processes measuring cells.")] = 1,
+) -> None:
+    """Classify every cell of new samples and read out each sample's class fractions."""
+    from ifcml.deploy.predict import model_card, stores_for, write_predictions
+
+    card = model_card(model_dir)
+    console.print(f"model: {card.summary}", highlight=False)
+    options = {
+        "fmt": fmt,
+        "channels": parse_channel_map(channels),
+        "grid": grid,
+        "column_major": not row_major,
+        "instance": instance,
+    }
+    with ExitStack() as scratch:
+        with cell_progress(0, "ingest") as update:
+            stores = scratch.enter_context(stores_for(sources, card, options, out, update))
+        with cell_progress(sum(s.n_cells for s in stores), "predict") as progress:
+            samples = write_predictions(model_dir, stores, out, workers, progress)
+    _print_samples(samples)
+    console.print(f"wrote {out / 'cells.csv'} and {out / 'samples.csv'}", highlight=False)
+
+
+def _print_samples(samples: pd.DataFrame) -> None:
+    shown = Table(*samples.columns)
+    for _, row in samples.iterrows():
+        shown.add_row(*(f"{v:.3f}" if isinstance(v, float) else str(v) for v in row))
+    console.print(shown)
 
 
 @app.command("ui")

@@ -45,14 +45,22 @@ COLUMNS = {
 }
 
 
-def comparison(experiment: str) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(one row per finished (model, channel set) parent run, one row per held-out fold run)."""
+def design_runs(experiment: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(finished (model, channel set) parent runs, all runs of ``experiment``)."""
     runs = mlflow.search_runs(experiment_names=[experiment])
     if runs.empty:
         raise InputError(f"no runs in MLflow experiment {experiment!r} at {mlflow.get_tracking_uri()}")
     top = runs[runs["tags.mlflow.parentRunId"].isna() & (runs["status"] == "FINISHED")]
+    if "tags.kind" in top:  # exports (ifcml export --register) are not designs
+        top = top[top["tags.kind"].isna()]
     if top.empty:
         raise InputError(f"experiment {experiment!r} has no finished (model, channel set) runs yet")
+    return top, runs
+
+
+def comparison(experiment: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(one row per finished (model, channel set) parent run, one row per held-out fold run)."""
+    top, runs = design_runs(experiment)
     table = top[["run_id", "tags.model", "tags.channel_set", "tags.branch", "tags.confounded"]].copy()
     table.columns = ["run_id", "model", "channel set", "branch", "confounded"]
     for column, name in COLUMNS.items():

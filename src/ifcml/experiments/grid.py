@@ -213,6 +213,8 @@ def _finish(task: Task, prepared: Prepared) -> None:
         spec=prepared.spec.model_dump(mode="json"),
         final=final,
         dataset=prepared.table,
+        inputs=prepared.inputs,
+        figures=prepared.figures(final, task.spec.seed),
     )
     if prepared.checkpoints:
         shutil.rmtree(prepared.checkpoints, ignore_errors=True)
@@ -288,7 +290,7 @@ def _open(spec: ExperimentSpec, prepared: Prepared, channel_set: str, reports, d
         spec.name,
         run_name(prepared, channel_set),
         tags,
-        run_params(prepared, spec.split, spec.seed, spec.max_evals),
+        run_params(prepared, spec.split, spec.seed, spec.max_evals, spec.positive),
         prepared.table,
         prepared.source,
         prepared.digest[:36],

@@ -7,6 +7,7 @@ what ``ifcml grid`` runs as separate tasks, and both are recorded in MLflow by t
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import shutil
@@ -20,6 +21,7 @@ import pandas as pd
 
 from ifcml.errors import InputError
 from ifcml.experiments.evaluate import (
+    CELL,
     INSTANCE,
     LABEL,
     Evaluation,
@@ -63,6 +65,7 @@ class Prepared:
     pruning: Pruning | None = None  # classical
     crops: np.ndarray | None = None  # networks: every store cell's crop
     checkpoints: Path | None = None  # networks: where trainings checkpoint
+    inputs: dict | None = None  # how a cell's raw images become the model's input (see ifcml.deploy)
 
     @property
     def branch(self) -> str:
@@ -85,6 +88,17 @@ class Prepared:
             )  # fmt: skip
         budget = max_evals or self.spec.max_evals
         return run_fold(self.table, fold, self.spec, self.features, self.pruning, seed, budget, self.classes)
+
+    def figures(self, final: Trained, seed: int) -> dict:
+        """Figures of the final model for its parent run: the network's embedding of the cells it
+        was fitted on (a view of what it learnt, not a held-out result)."""
+        if not isinstance(self.spec, NetworkSpec):
+            return {}
+        from ifcml.models.embed import embedding_figure
+
+        title = f"{self.spec.name}: t-SNE of the final model's pooled features (cells it was fitted on)"
+        cells, labels = self.table[CELL].to_numpy(), self.table[LABEL].to_numpy()
+        return {"embedding_tsne.png": embedding_figure(final.model, self.crops, cells, labels, title, seed)}
 
     def final(self, seed: int, max_evals: int | None) -> Trained:
         """Refit on every usable cell (tuned, for classical models, by inner CV over all instances)."""
@@ -152,7 +166,7 @@ def run_model(
         experiment=experiment,
         run_name=run_name(prepared),
         tags=run_tags(prepared, split, confounds),
-        params=run_params(prepared, split, seed, max_evals),
+        params=run_params(prepared, split, seed, max_evals, positive),
         dataset=prepared.table,
         dataset_source=prepared.source,
         dataset_digest=prepared.digest[:36],
@@ -160,6 +174,8 @@ def run_model(
         seed=seed,
         spec=spec.model_dump(mode="json"),
         final=final,
+        inputs=prepared.inputs,
+        figures=prepared.figures(final, seed),
     )
     if prepared.checkpoints:
         shutil.rmtree(prepared.checkpoints, ignore_errors=True)
@@ -182,11 +198,12 @@ def run_tags(
     }
 
 
-def run_params(prepared: Prepared, split: str, seed: int, max_evals: int | None) -> dict:
+def run_params(prepared: Prepared, split: str, seed: int, max_evals: int | None, positive: str) -> dict:
     params = {
         "model": prepared.spec.name,
         "split": split,
         "seed": seed,
+        "positive": positive,  # the readout's class; an exported model reports its fraction
         "channels": "+".join(prepared.channels),
         "n_cells": len(prepared.table),
         "n_instances": prepared.table[INSTANCE].nunique(),
@@ -236,7 +253,28 @@ def _prepare_classical(data: Path, spec: ModelSpec, channels, relabel, pruning: 
     }
     store, recipe = manifest.get("store_images_sha256", "unknown"), manifest.get("recipe_digest", "unknown")
     digest = f"{store[:12]}-{recipe}"
-    return Prepared(spec, table, chosen, str(data.resolve()), digest, params, features, pruning)
+    return Prepared(
+        spec, table, chosen, str(data.resolve()), digest, params, features, pruning,
+        inputs=_measured_inputs(manifest, chosen),
+    )  # fmt: skip
+
+
+def _measured_inputs(manifest: dict, chosen: list[str]) -> dict | None:
+    """How the table measured a cell, restricted to the channels ``chosen`` need (None for
+    tables written before manifests carried their recipe: such models cannot be exported)."""
+    if "recipe" not in manifest:
+        return None
+    recipe = copy.deepcopy(manifest["recipe"])
+    segmentation = recipe["segmentation"]
+    if segmentation["source"] == "auto":  # resolved: new images must be outlined the same way
+        segmentation["source"] = "instrument" if manifest["instrument_masks"] else "bright-field"
+    needed = set(chosen) | {segmentation["channel"]}
+    return {
+        "kind": "features",
+        "channels": [c for c in manifest["channels"] if c in needed],
+        "engine": manifest["engine"],
+        "recipe": recipe,
+    }
 
 
 def _prepare_network(data: Path, spec: NetworkSpec, channels, relabel) -> Prepared:
@@ -265,6 +303,8 @@ def _prepare_network(data: Path, spec: NetworkSpec, channels, relabel) -> Prepar
         **{k: v for k, v in recipe.model_dump().items() if k != "augmentation"},
         **{f"augment_{k}": v for k, v in recipe.augmentation.model_dump().items()},
     }
+    inputs = {"kind": "crops", "channels": chosen, "crop": spec.crop.model_dump(mode="json")}
     return Prepared(
-        spec, table, chosen, str(data.resolve()), digest, params, crops=crops, checkpoints=checkpoints
-    )
+        spec, table, chosen, str(data.resolve()), digest, params, crops=crops, checkpoints=checkpoints,
+        inputs=inputs,
+    )  # fmt: skip

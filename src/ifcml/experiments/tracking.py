@@ -35,9 +35,6 @@ from ifcml.experiments.evaluate import Evaluation, FoldResult, Trained  # noqa: 
 from ifcml.features.table import LABEL, metadata_columns  # noqa: E402
 from ifcml.models.tuning import Trial  # noqa: E402
 
-# Folds are read back one small file at a time: no progress bar per download (a user may set it).
-os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-
 # Types skops must load besides scikit-learn's estimators: reviewed, nothing that runs code.
 SKOPS_TRUSTED = ["numpy.dtype", "sklearn.tree._tree.Tree"]
 
@@ -96,14 +93,17 @@ def log_evaluation(
     seed: int,
     spec: dict,
     final: Trained | None = None,
+    inputs: dict | None = None,
+    figures: dict | None = None,
 ) -> tuple[str, dict]:
     """Write one evaluation as a parent run with nested runs; returns (parent run id, metrics)."""
     parent = open_parent(experiment, run_name, tags, params, dataset, dataset_source, dataset_digest)
     for fold in evaluation.folds:
         log_fold(parent, fold, evaluation.classes, tags)
     summary = close_parent(
-        parent, evaluation, positive=positive, seed=seed, spec=spec, final=final, dataset=dataset
-    )
+        parent, evaluation, positive=positive, seed=seed, spec=spec, final=final, dataset=dataset,
+        inputs=inputs, figures=figures,
+    )  # fmt: skip
     return parent, summary
 
 
@@ -216,15 +216,25 @@ def close_parent(
     spec: dict,
     final: Trained | None,
     dataset: pd.DataFrame,
+    inputs: dict | None = None,
+    figures: dict | None = None,
 ) -> dict:
-    """Pooled metrics, tables, the spec and the final model on ``parent``, which then finishes."""
+    """Pooled metrics, tables, the spec, figures (file name -> matplotlib Figure) and the final
+    model on ``parent``, which then finishes.
+
+    ``inputs`` (how raw images become the model's input) goes into the model's metadata, so
+    that ``ifcml export`` can wrap it into a model that takes raw images.
+    """
     summary, per_instance = summarise(evaluation, positive, seed)
     with mlflow.start_run(run_id=parent):
         mlflow.log_metrics({k: v for k, v in summary.items() if np.isfinite(v)})
         _log_tables(evaluation, per_instance)
         mlflow.log_dict(spec, "spec.yaml")
+        for name, figure in (figures or {}).items():
+            mlflow.log_figure(figure, name)
+            plt.close(figure)
         if final is not None:
-            _log_model(final, dataset, evaluation.classes, spec)
+            _log_model(final, dataset, evaluation.classes, spec, inputs)
     return summary
 
 
@@ -256,12 +266,14 @@ def _log_tables(evaluation: Evaluation, per_instance: pd.DataFrame) -> None:
         mlflow.log_artifacts(tmp)
 
 
-def _log_model(final: Trained, dataset: pd.DataFrame, classes: list[str], spec: dict) -> None:
+def _log_model(
+    final: Trained, dataset: pd.DataFrame, classes: list[str], spec: dict, inputs: dict | None
+) -> None:
     if spec.get("network"):
-        _log_network(final, classes, spec)
+        _log_network(final, classes, spec, inputs)
         return
     example = dataset[final.features].head(5).astype(np.float64)
-    metadata = {"classes": classes, "features": final.features}
+    metadata = {"classes": classes, "features": final.features, "inputs": inputs}
     with warnings.catch_warnings():  # outputs are class codes (metadata "classes" names them), never missing
         warnings.filterwarnings("ignore", "Hint: Inferred schema contains integer column")
         signature = infer_signature(example, final.model.predict(example))
@@ -274,13 +286,13 @@ def _log_model(final: Trained, dataset: pd.DataFrame, classes: list[str], spec: 
             )
 
 
-def _log_network(final: Trained, classes: list[str], spec: dict) -> None:
+def _log_network(final: Trained, classes: list[str], spec: dict, inputs: dict | None) -> None:
     """The Keras model in its native ``.keras`` format; inputs are uint8 crops as float32."""
     import keras
 
     size = spec["crop"]["size"]
     example = np.zeros((2, size, size, len(final.features)), np.float32)
-    metadata = {"classes": classes, "channels": final.features, "crop": spec["crop"]}
+    metadata = {"classes": classes, "inputs": inputs}
     mlflow.keras.log_model(
         final.model,
         name="model",

@@ -64,6 +64,8 @@ class FeatureJob:
             "engine": self.engine,
             "recipe_digest": self.recipe.digest(),
             "chunk_cells": self.recipe.chunk_cells,
+            "instrument_masks": store.masks is not None,  # what segmentation "auto" used
+            "recipe": self.recipe.model_dump(mode="json"),  # an exported model measures the same way
         }
 
 
@@ -84,15 +86,32 @@ def measure_chunk(job: FeatureJob, start: int, stop: int) -> pd.DataFrame:
     masks = None if store.masks is None else store.masks[start:stop][:, picked]
     rows = store.cells.iloc[start:stop]
     sizes = rows[["height", "width"]].to_numpy()
-    cells, expanded = cell_objects(images, masks, sizes, list(job.channels), job.recipe)
-    if job.engine == "cellprofiler":
+    features = measure_images(images, masks, sizes, list(job.channels), job.recipe, job.engine)
+    table = pd.DataFrame({f"Metadata_{c}": rows[c].to_numpy() for c in METADATA})
+    return pd.concat([table, features.set_index(table.index)], axis=1)
+
+
+def measure_images(
+    images: np.ndarray,
+    masks: np.ndarray | None,
+    sizes: np.ndarray,
+    channels: list[str],
+    recipe: Recipe,
+    engine: str = "cp-measure",
+) -> pd.DataFrame:
+    """``FAILED`` and every feature of cells (N, C, H, W) whose true sizes are ``sizes`` (N, 2).
+
+    Each cell is measured from its own pixels only: the same cell gives the same row in any
+    batch, store or exported model.
+    """
+    cells, expanded = cell_objects(images, masks, sizes, channels, recipe)
+    if engine == "cellprofiler":
         from ifcml.features.cellprofiler import measure_cells
     else:
         from ifcml.features.measure import measure_cells
-    columns = measure_cells(images, list(job.channels), cells, expanded, job.recipe)
-    table = pd.DataFrame({f"Metadata_{c}": rows[c].to_numpy() for c in METADATA})
-    table[FAILED] = ~cells.reshape(len(cells), -1).any(axis=1)
-    return pd.concat([table, pd.DataFrame(columns, index=table.index)], axis=1)
+    columns = measure_cells(images, channels, cells, expanded, recipe)
+    failed = pd.DataFrame({FAILED: ~cells.reshape(len(cells), -1).any(axis=1)})
+    return pd.concat([failed, pd.DataFrame(columns, index=failed.index)], axis=1)
 
 
 def write_features(

@@ -86,6 +86,26 @@ def embed(
     return {"cells": len(cells), "dimensions": width, "written": written + ["projector/"]}
 
 
+def embedding_figure(
+    model, crops: np.ndarray, rows: np.ndarray, labels: np.ndarray, title: str, seed: int = 0,
+    max_points: int = 2000,
+):  # fmt: skip
+    """t-SNE of the pooled features of a seeded sample of ``rows`` of the cached ``crops``,
+    coloured by ``labels`` (one per row): the figure of the paper's embedding, as a Figure."""
+    import keras
+
+    from ifcml.models.inputs import ordered_dataset
+    from ifcml.models.networks import EMBEDDING
+
+    picked = np.sort(np.random.default_rng(seed).choice(len(rows), min(max_points, len(rows)), replace=False))
+    pooled = keras.Model(model.input, model.get_layer(EMBEDDING).output)
+    points = pooled.predict(ordered_dataset(crops, rows[picked], 512), verbose=0)
+    perplexity = min(30.0, (len(picked) - 1) / 3)
+    xy = TSNE(2, perplexity=perplexity, init="pca", random_state=seed).fit_transform(points)
+    _scatter(xy, np.asarray(labels)[picked].astype(str), title)
+    return plt.gcf()
+
+
 def _scatter(xy: np.ndarray, colour: np.ndarray, title: str) -> None:
     figure, axes = plt.subplots(figsize=(6.5, 5.5))
     for name in sorted(set(colour)):

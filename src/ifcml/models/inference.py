@@ -55,7 +55,8 @@ def load_for_inference(
         raise InputError(f"{text}: an MLflow model, but not a network (flavors: {', '.join(info.flavors)})")
     model = mlflow.keras.load_model(text, load_model_kwargs={"safe_mode": True, "compile": False})
     meta = info.metadata or {}
-    return Network(model, list(meta["channels"]), list(meta["classes"]), Crop(**meta["crop"]))
+    inputs = meta["inputs"]
+    return Network(model, list(inputs["channels"]), list(meta["classes"]), Crop(**inputs["crop"]))
 
 
 def predict_store(
@@ -81,6 +82,8 @@ def predict_store(
     data = tf.data.Dataset.from_generator(batches, output_signature=signature).prefetch(2)
     for crops in data:
         result = model.predict_on_batch(crops)  # the compiled prediction function
+        if not embeddings:  # a one-output model answers with the array, not a list of one
+            result = [result]
         probabilities = np.asarray(result[0], np.float64)
         pooled = np.asarray(result[1], np.float32) if embeddings else None
         yield rows.pop(0), probabilities, pooled

@@ -1,0 +1,145 @@
+"""``ifcml export``: the best (model, channel set) of an experiment as a model for raw images.
+
+The best design is chosen by one metric over held-out units (higher is better, except for
+errors, losses and times). Its model was already refitted on every usable cell when the design
+finished (the grid's last task, or ``ifcml train``), so export refits nothing: it wraps that
+model, with the way it reads a cell, into :class:`~ifcml.deploy.pyfunc.CellClassifier`, saves
+it with ifcml's code and pinned requirements, and optionally registers it with an alias.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import warnings
+from dataclasses import dataclass
+from importlib.metadata import PackageNotFoundError, requires, version
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+from mlflow.models import Model, ModelSignature
+from mlflow.tracking import MlflowClient
+from mlflow.types import ParamSchema, ParamSpec
+from packaging.requirements import Requirement
+
+import ifcml
+from ifcml.deploy.pyfunc import MODEL_ARTIFACT
+from ifcml.errors import InputError
+from ifcml.experiments.compare import design_runs
+
+LOWER_IS_BETTER = ("_mae", "error", "loss", "seconds", "seconds_per_cell")
+SIGNATURE = ModelSignature(params=ParamSchema([ParamSpec("workers", "long", 1)]))
+
+
+@dataclass
+class Exported:
+    path: Path
+    run_id: str  # the design's parent run
+    model: str
+    channel_set: str
+    metric: str
+    value: float
+    registered: str | None  # "models:/NAME@ALIAS" when registered
+
+
+def best_design(experiment: str, metric: str, model: str | None = None) -> pd.Series:
+    """The finished parent run of ``experiment`` (of ``model`` only, if given) best by ``metric``."""
+    top, _ = design_runs(experiment)
+    if model is not None:
+        if model not in set(top["tags.model"]):
+            known = ", ".join(sorted(set(top["tags.model"])))
+            raise InputError(f"--model: experiment {experiment!r} has no finished {model!r}; it has {known}")
+        top = top[top["tags.model"] == model]
+    column = f"metrics.{metric}"
+    if column not in top or top[column].isna().all():
+        known = sorted(c.removeprefix("metrics.") for c in top if c.startswith("metrics."))
+        raise InputError(f"--metric: no design of {experiment!r} has {metric!r}; it has {', '.join(known)}")
+    lower = metric.endswith(LOWER_IS_BETTER)
+    ranked = top.dropna(subset=[column]).sort_values([column, "start_time"], ascending=[lower, True])
+    return ranked.iloc[0]
+
+
+def export_model(
+    experiment: str,
+    metric: str,
+    out: Path,
+    *,
+    model: str | None = None,
+    register: str | None = None,
+    alias: str = "champion",
+) -> Exported:
+    """Save the best design of ``experiment`` as an MLflow model at ``out`` (never replaced)."""
+    out = Path(out)
+    if out.exists():
+        raise InputError(f"{out}: already exists; export to another --out or remove it first")
+    best = best_design(experiment, metric, model)
+    run_id = best["run_id"]
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            inner = mlflow.artifacts.download_artifacts(f"runs:/{run_id}/model", dst_path=tmp)
+        except Exception as exc:  # mlflow raises several kinds for a missing artifact
+            raise InputError(f"run {run_id}: has no model to export ({exc})") from exc
+        trained = Model.load(inner).metadata or {}
+        if not trained.get("inputs"):
+            raise InputError(
+                f"run {run_id}: its model does not say how it reads raw cells (trained on a feature "
+                "table that predates this ifcml); measure and run the grid again"
+            )
+        positive = best.get("params.positive")
+        metadata = {
+            "ifcml_version": ifcml.__version__,
+            "experiment": experiment,
+            "source_run_id": run_id,
+            "tracking_uri": mlflow.get_tracking_uri(),
+            "model": best["tags.model"],
+            "channel_set": best["tags.channel_set"],
+            "metric": metric,
+            "metric_value": float(best[f"metrics.{metric}"]),
+            "classes": trained["classes"],
+            "positive": positive if positive in trained["classes"] else None,
+            "inputs": trained["inputs"],
+        }
+        arguments = {
+            "python_model": str(Path(__file__).with_name("model_code.py")),  # nothing pickled
+            "artifacts": {MODEL_ARTIFACT: inner},
+            "code_paths": [str(Path(ifcml.__file__).parent)],
+            "pip_requirements": pinned_requirements(),
+            "signature": SIGNATURE,
+            "metadata": metadata,
+        }
+        staging = out.with_name(f".{out.name}.partial-{os.getpid()}")
+        shutil.rmtree(staging, ignore_errors=True)
+        with warnings.catch_warnings():  # an input example would be images; ifcml checks inputs itself
+            warnings.filterwarnings("ignore", ".*An input example was not provided")
+            mlflow.pyfunc.save_model(staging, **arguments)
+            os.replace(staging, out)
+            registered = _register(experiment, run_id, register, alias, arguments) if register else None
+    return Exported(
+        out, run_id, metadata["model"], metadata["channel_set"], metric, metadata["metric_value"], registered
+    )
+
+
+def pinned_requirements() -> list[str]:
+    """ifcml's own dependencies at the versions installed here (constraints.txt pins them)."""
+    pins = []
+    for line in requires("ifcml") or []:
+        requirement = Requirement(line)
+        if requirement.marker is not None:  # extras (tests, dev) are not needed to predict
+            continue
+        try:
+            pins.append(f"{requirement.name}=={version(requirement.name)}")
+        except PackageNotFoundError:
+            pins.append(str(requirement))
+    return pins
+
+
+def _register(experiment: str, run_id: str, name: str, alias: str, arguments: dict) -> str:
+    """Log the same model in a run of ``experiment`` (tag kind=export), register it, set the alias."""
+    experiment_id = mlflow.get_experiment_by_name(experiment).experiment_id
+    tags = {"kind": "export", "ifcml.exported_from": run_id}
+    with mlflow.start_run(experiment_id=experiment_id, run_name=f"export of {run_id}", tags=tags):
+        info = mlflow.pyfunc.log_model(name="model", registered_model_name=name, **arguments)
+    MlflowClient().set_registered_model_alias(name, alias, info.registered_model_version)
+    return f"models:/{name}@{alias}"

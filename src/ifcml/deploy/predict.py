@@ -1,0 +1,138 @@
+"""``ifcml predict``: an exported model on new samples, per cell and per sample.
+
+``cells.csv``: one row per cell (store columns, ``predicted``, class probabilities).
+``samples.csv``: one row per instance (sample): cells, cells classified, the fraction of each
+class among classified cells and, when the model's readout class (``positive``, e.g. leukemic)
+is among its classes, that fraction and its call against the cutoff (25 %, the paper's
+treatment-intensity line). Where the cells carry reference labels, the reference fractions
+are written beside the predicted ones.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+from mlflow.models import Model
+
+from ifcml.errors import InputError
+from ifcml.io.store import CellStore
+
+CUTOFF = 0.25
+
+
+@dataclass
+class ModelCard:
+    """What an exported model says about itself (its MLmodel metadata)."""
+
+    classes: list[str]
+    channels: list[str]
+    positive: str | None
+    summary: str
+
+
+def model_card(model_dir: Path) -> ModelCard:
+    if not (Path(model_dir) / "MLmodel").is_file():
+        raise InputError(f"{model_dir}: not an exported model (no MLmodel file; `ifcml export` makes one)")
+    meta = Model.load(str(model_dir)).metadata or {}
+    if "inputs" not in meta:
+        raise InputError(f"{model_dir}: an MLflow model, but not one written by `ifcml export`")
+    summary = (
+        f"{meta['model']} on {meta['channel_set']} from experiment {meta['experiment']} "
+        f"({meta['metric']} {meta['metric_value']:.3f})"
+    )
+    return ModelCard(list(meta["classes"]), list(meta["inputs"]["channels"]), meta.get("positive"), summary)
+
+
+@contextmanager
+def stores_for(
+    paths: Sequence[Path],
+    card: ModelCard,
+    open_options: dict,
+    scratch: Path,
+    on_cells: Callable[[int], None] | None = None,
+) -> Iterator[list[CellStore]]:
+    """The sources as stores: CellStores as they are, every other source (``ingest``'s formats,
+    read with ``open_options``) ingested together into a temporary store under ``scratch``."""
+    from ifcml.io.detect import open_source
+    from ifcml.io.store import write_store
+
+    stores = [CellStore(p) for p in paths if (p / "meta.json").is_file()]
+    others = [p for p in paths if not (p / "meta.json").is_file()]
+    if others:
+        _check_channel_names(card, open_options.get("channels"))
+    sources = [open_source(p, **open_options) for p in others]
+    scratch.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=scratch, prefix=".ingest-") as tmp:
+        if sources:
+            stores.append(write_store(sources, Path(tmp) / "cells.store", on_cells=on_cells))
+        yield stores
+
+
+def _check_channel_names(card: ModelCard, channel_map: dict[int, str] | None) -> None:
+    """Before reading anything: will the ingested store have the channels the model reads?"""
+    names = set(channel_map.values()) if channel_map else None
+    missing = [c for c in card.channels if (c not in names if names else not re.fullmatch(r"Ch\d+", c))]
+    if missing:
+        given = f"--channels names {', '.join(sorted(names))}" if names else "without --channels: Ch<k>"
+        raise InputError(
+            f"the model reads {', '.join(card.channels)}; {given}: name the instrument channels, "
+            f"e.g. --channels 1:{card.channels[0]}"
+        )
+
+
+def write_predictions(
+    model_dir: Path,
+    stores: Sequence[CellStore],
+    out: Path,
+    workers: int = 1,
+    on_cells: Callable[[int], None] | None = None,
+) -> pd.DataFrame:
+    """``cells.csv`` and ``samples.csv`` in ``out`` (refused if either exists); returns the samples."""
+    card = model_card(model_dir)
+    targets = [out / "cells.csv", out / "samples.csv"]
+    existing = [str(p) for p in targets if p.exists()]
+    if existing:
+        raise InputError(f"{', '.join(existing)}: already exist(s); predict into another --out")
+    classifier = mlflow.pyfunc.load_model(str(model_dir)).unwrap_python_model()
+    cells = pd.concat([classifier.predict_store(s, workers, on_cells) for s in stores], ignore_index=True)
+    if cells["label"].isna().all():
+        cells = cells.drop(columns=["label"])
+    samples = sample_readout(cells, card.classes, card.positive)
+    out.mkdir(parents=True, exist_ok=True)
+    for table, path in ((cells, targets[0]), (samples, targets[1])):
+        partial = path.with_name(f".{path.name}.{os.getpid()}")
+        table.to_csv(partial, index=False)
+        os.replace(partial, path)
+    return samples
+
+
+def sample_readout(cells: pd.DataFrame, classes: list[str], positive: str | None) -> pd.DataFrame:
+    """One row per instance (see the module docstring)."""
+    rows = []
+    for instance, part in cells.groupby("instance", sort=True):
+        classified = part["predicted"].notna()
+        row = {"instance": instance, "cells": len(part), "classified": int(classified.sum())}
+        for name in classes:
+            row[f"fraction_{name}"] = _share(part.loc[classified, "predicted"] == name)
+        if "label" in part and part["label"].notna().any():
+            for name in classes:
+                row[f"reference_fraction_{name}"] = _share(part["label"].dropna() == name)
+        if positive:
+            row[f"{positive}_fraction"] = row[f"fraction_{positive}"]
+            row[f"{positive}_at_or_above_{CUTOFF:.0%}".replace("%", "pct")] = (
+                row[f"fraction_{positive}"] >= CUTOFF
+            )
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _share(hits: pd.Series) -> float:
+    return float(hits.mean()) if len(hits) else float("nan")

@@ -1,0 +1,177 @@
+"""Raw cells in, classes out: a trained model together with the way it reads a cell.
+
+A classical model measures each cell as its feature table was measured (the same recipe,
+engine, channels and outline source, from the model's metadata); a network crops and stretches
+each cell as in training. Cells are processed a batch at a time; a store's batches run on local
+processes for measurements (the slow part), and through tf.data's prefetch for networks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from concurrent.futures import as_completed
+from functools import lru_cache
+
+import numpy as np
+import pandas as pd
+
+from ifcml.deploy.cells import CellImages, from_store
+from ifcml.errors import InputError
+from ifcml.executors import executor
+from ifcml.features.recipe import Recipe
+from ifcml.features.table import FAILED, measure_images
+from ifcml.io.store import CellStore
+
+UNCLASSIFIED = -1  # a cell whose outline was not found: not measured, so not classified
+STORE_COLUMNS = ["cell_id", "instance", "patient", "timepoint", "label", "object_number", "source"]
+
+
+class FeaturePredictor:
+    """A scikit-learn or XGBoost model on CellProfiler measurements of each cell."""
+
+    def __init__(self, model, classes: list[str], features: list[str], inputs: dict):
+        self.model, self.classes, self.features = model, classes, features
+        self.channels: list[str] = inputs["channels"]
+        self.engine: str = inputs["engine"]
+        self.recipe = Recipe.model_validate(inputs["recipe"])
+        self.batch_cells = self.recipe.chunk_cells
+
+    def predict(self, cells: CellImages) -> tuple[np.ndarray, np.ndarray | None]:
+        """Class codes (``UNCLASSIFIED`` where no outline was found) and probabilities (or None
+        for models without them, e.g. the linear SVM)."""
+        if self.recipe.segmentation.source == "instrument" and cells.masks is None:
+            raise InputError("this model outlines cells with the instrument's masks; the input has none")
+        measured = measure_images(
+            cells.images, cells.masks, cells.sizes, self.channels, self.recipe, self.engine
+        )
+        outlined = ~measured[FAILED].to_numpy(bool)
+        values = measured.reindex(columns=self.features).astype(np.float64)[outlined]  # named, as in fit
+        codes = np.full(len(cells), UNCLASSIFIED)
+        probabilities = np.full((len(cells), len(self.classes)), np.nan) if self._has_probabilities else None
+        if outlined.any():
+            codes[outlined] = self.model.predict(values)
+            if probabilities is not None:
+                probabilities[outlined] = self.model.predict_proba(values)
+        return codes, probabilities
+
+    @property
+    def _has_probabilities(self) -> bool:
+        return hasattr(self.model, "predict_proba")
+
+
+class NetworkPredictor:
+    """A Keras network on each cell's crop."""
+
+    def __init__(self, network):
+        self.network = network
+        self.classes, self.channels = network.classes, network.channels
+        self.batch_cells = 512
+
+    def predict(self, cells: CellImages) -> tuple[np.ndarray, np.ndarray]:
+        from ifcml.preprocess import preprocess
+
+        crops = preprocess(
+            cells.images, cells.sizes[:, 0], cells.sizes[:, 1], cells.cell_ids, self.network.crop.settings()
+        )
+        probabilities = np.asarray(
+            self.network.model.predict_on_batch(crops.transpose(0, 2, 3, 1).astype(np.float32)), np.float64
+        )
+        return probabilities.argmax(axis=1), probabilities
+
+
+Predictor = FeaturePredictor | NetworkPredictor
+
+
+@lru_cache(maxsize=2)
+def load_predictor(path: str) -> Predictor:
+    """The MLflow model logged by a grid or ``ifcml train`` at ``path`` (a local folder)."""
+    import mlflow
+    from mlflow.models import Model
+
+    model_file = Model.load(path)
+    meta = model_file.metadata or {}
+    if not meta.get("inputs"):
+        raise InputError(
+            f"{path}: the model does not say how it reads raw cells (its feature table predates "
+            "this ifcml; measure and train again)"
+        )
+    if "keras" in model_file.flavors:
+        from ifcml.models.inference import load_for_inference
+
+        return NetworkPredictor(load_for_inference(path))
+    if "xgboost" in model_file.flavors:
+        model = mlflow.xgboost.load_model(path)
+    else:
+        model = mlflow.sklearn.load_model(path)
+    return FeaturePredictor(model, list(meta["classes"]), list(meta["features"]), meta["inputs"])
+
+
+def predict_cells(predictor: Predictor, cells: CellImages) -> pd.DataFrame:
+    """``predicted`` (class name, empty when unclassified) and ``probability_<class>`` per cell."""
+    parts = [
+        predictor.predict(cells.rows(start, start + predictor.batch_cells))
+        for start in range(0, len(cells), predictor.batch_cells)
+    ]
+    return _frame(parts, predictor.classes)
+
+
+def predict_store(
+    predictor: Predictor,
+    model_path: str,
+    store: CellStore,
+    workers: int = 1,
+    on_cells: Callable[[int], None] | None = None,
+) -> pd.DataFrame:
+    """Every cell of ``store``: its store columns, then :func:`predict_cells`' columns."""
+    store.channel_indices(predictor.channels)  # a missing channel fails here, naming the store
+    if isinstance(predictor, NetworkPredictor):
+        from ifcml.models.inference import predict_store as predict_network
+
+        parts = []
+        for rows, probabilities, _ in predict_network(predictor.network, store):
+            parts.append((probabilities.argmax(axis=1), probabilities))
+            if on_cells:
+                on_cells(len(rows))
+    else:
+        parts = _measured_parts(predictor, model_path, store, workers, on_cells)
+    table = store.cells[[c for c in STORE_COLUMNS if c in store.cells]].reset_index(drop=True)
+    return pd.concat([table, _frame(parts, predictor.classes)], axis=1)
+
+
+def _measured_parts(predictor: FeaturePredictor, model_path: str, store: CellStore, workers: int, on_cells):
+    step = predictor.batch_cells
+    spans = [(a, min(a + step, store.n_cells)) for a in range(0, store.n_cells, step)]
+    results = {}
+    with executor(workers, None) as pool:
+        if pool is None:
+            done = ((span, predict_store_span(model_path, str(store.path), *span)) for span in spans)
+        else:
+            futures = {pool.submit(predict_store_span, model_path, str(store.path), *s): s for s in spans}
+            done = ((futures[f], f.result()) for f in as_completed(futures))
+        for span, result in done:
+            results[span] = result
+            if on_cells:
+                on_cells(span[1] - span[0])
+    return [results[span] for span in spans]
+
+
+def predict_store_span(model_path: str, store_path: str, start: int, stop: int):
+    """Codes and probabilities of store cells ``start:stop`` (runs in a worker process)."""
+    predictor = load_predictor(model_path)
+    return predictor.predict(from_store(_open(store_path), predictor.channels, start, stop))
+
+
+@lru_cache(maxsize=2)
+def _open(path: str) -> CellStore:
+    return CellStore(path)
+
+
+def _frame(parts: list[tuple[np.ndarray, np.ndarray | None]], classes: list[str]) -> pd.DataFrame:
+    codes = np.concatenate([codes for codes, _ in parts]) if parts else np.zeros(0, int)
+    names = np.asarray([*classes, None], dtype=object)  # code -1 (UNCLASSIFIED) picks None
+    table = pd.DataFrame({"predicted": names[codes]})
+    if parts and parts[0][1] is not None:
+        probabilities = np.concatenate([p for _, p in parts])
+        for k, name in enumerate(classes):
+            table[f"probability_{name}"] = probabilities[:, k]
+    return table
