@@ -30,7 +30,8 @@ def test_info_on_a_folder_that_is_no_store(ifcml, tmp_path):
 
 @pytest.mark.slow
 def test_demo_runs_and_a_second_run_reuses_finished_steps(ifcml, tmp_path):
-    """The README's main job end to end: simulate, ingest, features, the demo grid, the report."""
+    """The README's main job end to end: simulate, ingest, features, the demo grid, the report,
+    the export of the best design and the readout of new patients with it."""
     out = tmp_path / "demo"
     code, first, err = ifcml("demo", "--out", out)
     assert code == 0, err
@@ -44,8 +45,17 @@ def test_demo_runs_and_a_second_run_reuses_finished_steps(ifcml, tmp_path):
     assert sorted(table["model"]) == ["compact_cnn", "linear_svm", "naive_bayes", "random_forest", "xgboost"]
     best = table.set_index("model")["balanced accuracy"]
     assert best["linear_svm"] > 0.85 and best["compact_cnn"] > 0.7  # chance: 0.333
+    assert "compact_cnn | label_free: t-SNE" in (out / "report" / "report.html").read_text()
+    exported = table.set_index("model")["balanced accuracy"].max()
+    assert f"balanced_accuracy {exported:.3f}" in first and (out / "model" / "MLmodel").is_file()
+    readout = pd.read_csv(out / "predictions" / "samples.csv")
+    assert len(readout) == 6 and readout["instance"].str.startswith("new_P0").all()  # unseen patients
+    error = (readout["leukemic_fraction"] - readout["reference_fraction_leukemic"]).abs()
+    assert error.max() < 0.1, readout  # the exported model's readout on new patients
+    assert (readout["leukemic_at_or_above_25pct"] == (readout["leukemic_fraction"] >= 0.25)).all()
     created = json.loads((out / "store" / "meta.json").read_text())["provenance"]["created"]
     code, second, err = ifcml("demo", "--out", out)
     assert code == 0, err
     assert "wrote" not in second and "grid demo: 0 task(s) run, 65 already finished" in second
+    assert "exported" not in second and "new_P02_day33" in second  # kept, and shown again
     assert json.loads((out / "store" / "meta.json").read_text())["provenance"]["created"] == created

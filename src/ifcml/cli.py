@@ -30,6 +30,8 @@ from ifcml.io.detect import FORMATS, open_source
 from ifcml.io.store import CellStore, write_store
 from ifcml.simulate import PAPER_CHANNELS, SimulatedSource, SimulationSettings, write_tiff_export
 
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")  # TensorFlow's start-up INFO lines are noise here
+
 app = typer.Typer(
     help="Classical machine learning vs deep learning on imaging flow cytometry images.",
     no_args_is_help=True,
@@ -47,8 +49,9 @@ TrackingUri = Annotated[
 
 
 @contextmanager
-def cell_progress(total: int, what: str):
-    """A progress bar in cells and cells/s on stderr; yields the update function."""
+def cell_progress(total: int | None, what: str):
+    """A progress bar in cells and cells/s on stderr (a count when ``total`` is unknown); yields
+    the update function."""
     with tqdm(total=total, desc=what, unit=" cells", unit_scale=True, file=sys.stderr) as bar:
         yield bar.update
         bar.total = bar.n  # totals are upper bounds (empty montage tiles are not cells)
@@ -511,7 +514,7 @@ def predict_command(
         "instance": instance,
     }
     with ExitStack() as scratch:
-        with cell_progress(0, "ingest") as update:
+        with cell_progress(None, "ingest") as update:
             stores = scratch.enter_context(stores_for(sources, card, options, out, update))
         with cell_progress(sum(s.n_cells for s in stores), "predict") as progress:
             samples = write_predictions(model_dir, stores, out, workers, progress)
@@ -520,8 +523,22 @@ def predict_command(
 
 
 def _print_samples(samples: pd.DataFrame) -> None:
-    shown = Table(*samples.columns)
-    for _, row in samples.iterrows():
+    """The readout per sample: the readout class's fraction and call when the model has one
+    (every class's fraction otherwise); samples.csv holds all columns."""
+    headers = {"instance": "instance", "cells": "cells", "classified": "classified"}
+    readout = [c for c in samples if c.endswith("_fraction")]
+    if readout:
+        positive = readout[0].removesuffix("_fraction")
+        headers[f"{positive}_fraction"] = f"{positive} predicted"
+        headers[f"reference_fraction_{positive}"] = "reference"
+        headers |= {
+            c: ">= " + c.split("_at_or_above_")[1].replace("pct", " %") for c in samples if "_above_" in c
+        }
+    else:
+        headers |= {c: c.removeprefix("fraction_") for c in samples if c.startswith("fraction_")}
+    columns = [c for c in headers if c in samples]
+    shown = Table(*(headers[c] for c in columns))
+    for _, row in samples[columns].iterrows():
         shown.add_row(*(f"{v:.3f}" if isinstance(v, float) else str(v) for v in row))
     console.print(shown)
 

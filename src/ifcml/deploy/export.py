@@ -4,7 +4,12 @@ The best design is chosen by one metric over held-out units (higher is better, e
 errors, losses and times). Its model was already refitted on every usable cell when the design
 finished (the grid's last task, or ``ifcml train``), so export refits nothing: it wraps that
 model, with the way it reads a cell, into :class:`~ifcml.deploy.pyfunc.CellClassifier`, saves
-it with ifcml's code and pinned requirements, and optionally registers it with an alias.
+it with pinned requirements, and optionally registers it with an alias.
+
+Loading it needs ifcml installed (``./scripts/install.sh``). ifcml's code is deliberately not
+copied into the model (MLflow's ``code_paths``): MLflow puts such code first on ``sys.path`` of
+the loading process, so an ifcml that is running (and the processes it spawns) would continue on
+the model's copy, cut off from its repository's ``models/`` and ``experiments/``.
 """
 
 from __future__ import annotations
@@ -104,7 +109,6 @@ def export_model(
         arguments = {
             "python_model": str(Path(__file__).with_name("model_code.py")),  # nothing pickled
             "artifacts": {MODEL_ARTIFACT: inner},
-            "code_paths": [str(Path(ifcml.__file__).parent)],
             "pip_requirements": pinned_requirements(),
             "signature": SIGNATURE,
             "metadata": metadata,

@@ -34,6 +34,7 @@ class FeaturePredictor:
         self.channels: list[str] = inputs["channels"]
         self.engine: str = inputs["engine"]
         self.recipe = Recipe.model_validate(inputs["recipe"])
+        self.tile_size: int | None = inputs["tile_size"]
         self.batch_cells = self.recipe.chunk_cells
 
     def predict(self, cells: CellImages) -> tuple[np.ndarray, np.ndarray | None]:
@@ -41,6 +42,8 @@ class FeaturePredictor:
         for models without them, e.g. the linear SVM)."""
         if self.recipe.segmentation.source == "instrument" and cells.masks is None:
             raise InputError("this model outlines cells with the instrument's masks; the input has none")
+        if self.tile_size:
+            cells = to_tile_size(cells, self.tile_size)
         measured = measure_images(
             cells.images, cells.masks, cells.sizes, self.channels, self.recipe, self.engine
         )
@@ -57,6 +60,17 @@ class FeaturePredictor:
     @property
     def _has_probabilities(self) -> bool:
         return hasattr(self.model, "predict_proba")
+
+
+def to_tile_size(cells: CellImages, size: int) -> CellImages:
+    """Cells centre-cropped, or padded with noise like their own background, to ``size`` square:
+    a montage stitched with larger (or smaller) tiles gives the training's cell images back."""
+    from ifcml.preprocess import CropSettings, crop_or_pad
+
+    heights, widths = cells.sizes[:, 0], cells.sizes[:, 1]
+    tiles = crop_or_pad(cells.images, heights, widths, cells.cell_ids, CropSettings(size))
+    images = np.rint(tiles).clip(0, np.iinfo(np.uint16).max).astype(np.uint16)
+    return CellImages(images, np.full((len(cells), 2), size), None, cells.cell_ids)
 
 
 class NetworkPredictor:

@@ -83,9 +83,10 @@ def write_report(experiment: str, out: Path) -> Path:
         "Pooled confusion matrices (rows: reference, columns: predicted)": _confusions(table, artifacts),
         "Predicted vs reference fraction per held-out instance": _readout(table, artifacts),
     }
-    embeddings = [a["embedding"] for a in artifacts.values() if a.get("embedding")]
-    if embeddings:
-        figures["Embedding of the network's pooled features (t-SNE)"] = embeddings[0]
+    for _, row in table.iterrows():
+        if artifacts[row["run_id"]].get("embedding"):
+            title = f"{row['model']} | {row['channel set']}: t-SNE of the final model's pooled features"
+            figures[title] = artifacts[row["run_id"]]["embedding"]
     shown = table.drop(columns=["run_id", "confounded"])
     html = TEMPLATE.render(
         experiment=experiment,

@@ -255,14 +255,14 @@ def _prepare_classical(data: Path, spec: ModelSpec, channels, relabel, pruning: 
     digest = f"{store[:12]}-{recipe}"
     return Prepared(
         spec, table, chosen, str(data.resolve()), digest, params, features, pruning,
-        inputs=_measured_inputs(manifest, chosen),
+        inputs=_measured_inputs(manifest, chosen, table),
     )  # fmt: skip
 
 
-def _measured_inputs(manifest: dict, chosen: list[str]) -> dict | None:
+def _measured_inputs(manifest: dict, chosen: list[str], table: pd.DataFrame) -> dict | None:
     """How the table measured a cell, restricted to the channels ``chosen`` need (None for
     tables written before manifests carried their recipe: such models cannot be exported)."""
-    if "recipe" not in manifest:
+    if "recipe" not in manifest or "Metadata_height" not in table:
         return None
     recipe = copy.deepcopy(manifest["recipe"])
     segmentation = recipe["segmentation"]
@@ -274,7 +274,21 @@ def _measured_inputs(manifest: dict, chosen: list[str]) -> dict | None:
         "channels": [c for c in manifest["channels"] if c in needed],
         "engine": manifest["engine"],
         "recipe": recipe,
+        "tile_size": _tile_size(table) if segmentation["source"] == "bright-field" else None,
     }
+
+
+def _tile_size(table: pd.DataFrame) -> int | None:
+    """The side of the training cells' images when all were the same square (montage tiles).
+
+    Bright-field outlines (Otsu's threshold) and whole-image measurements depend on how much
+    background surrounds a cell, so an exported model brings new cells to this size first.
+    """
+    sizes = set(zip(table["Metadata_height"], table["Metadata_width"], strict=True))
+    if len(sizes) != 1:
+        return None
+    height, width = sizes.pop()
+    return int(height) if height == width else None
 
 
 def _prepare_network(data: Path, spec: NetworkSpec, channels, relabel) -> Prepared:

@@ -32,7 +32,11 @@ from ifcml.features.recipe import Recipe
 from ifcml.io.store import CellStore
 
 ENGINES = ("cp-measure", "cellprofiler")
-METADATA = ["cell_id", "instance", "patient", "timepoint", "label", "object_number", "source"]
+# height and width: each cell image's true size (an exported model brings new cells to the
+# training's tile size when every training cell had the same one)
+METADATA = [
+    "cell_id", "instance", "patient", "timepoint", "label", "object_number", "source", "height", "width",
+]  # fmt: skip
 CELL, INSTANCE, LABEL = "Metadata_cell_id", "Metadata_instance", "Metadata_label"
 FAILED = "Metadata_segmentation_failed"
 
