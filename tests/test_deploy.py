@@ -49,7 +49,7 @@ def test_the_exported_model_measures_raw_cells_as_the_grid_did(classical):
     exported = export_model("classical", "balanced_accuracy", tmp / "best")
     top = mlflow.search_runs(experiment_names=["classical"], filter_string="tags.model != ''")
     top = top[top["tags.mlflow.parentRunId"].isna()]
-    assert exported.value == top["metrics.balanced_accuracy"].max()
+    assert exported.value == top["metrics.balanced_accuracy"].max() and exported.confounded is None
 
     model = mlflow.pyfunc.load_model(str(tmp / "best"))
     from_raw = model.predict(pd.DataFrame({"store": [str(store.path)]}))
@@ -237,6 +237,7 @@ def test_jurkat_grid_exports_a_model_that_reads_montages_it_never_saw(tmp_path, 
         code, out, err = ifcml("export", "jurkat_cell_cycle", "--out", model_dir, "--model", model,
                                "--tracking-uri", uri)  # fmt: skip
         assert code == 0, err[-3000:]
+        assert "cannot be trusted: CONFOUNDED DESIGN" in err  # said again at export
         unseen = tmp_path / "unseen"
         code, out, err = ifcml("predict", model_dir, unseen, "--format", "montage", "--grid", "12x12",
                                "--channels", "3:BF,6:DF", "--out", predictions)  # fmt: skip

@@ -479,6 +479,8 @@ def export_command(
     )
     if exported.registered:
         console.print(f"registered: {exported.registered}", highlight=False)
+    if exported.confounded:
+        _warn(f"the exported design's {exported.metric} cannot be trusted: {exported.confounded}")
 
 
 @app.command("predict")

@@ -47,6 +47,7 @@ class Exported:
     metric: str
     value: float
     registered: str | None  # "models:/NAME@ALIAS" when registered
+    confounded: str | None  # why the design's metric cannot be trusted, when it cannot
 
 
 def best_design(experiment: str, metric: str, model: str | None = None) -> pd.Series:
@@ -105,6 +106,7 @@ def export_model(
             "classes": trained["classes"],
             "positive": positive if positive in trained["classes"] else None,
             "inputs": trained["inputs"],
+            "confounded": best.get("tags.confounded", "no"),  # the metric's honesty travels with it
         }
         arguments = {
             "python_model": str(Path(__file__).with_name("model_code.py")),  # nothing pickled
@@ -120,9 +122,11 @@ def export_model(
             mlflow.pyfunc.save_model(staging, **arguments)
             os.replace(staging, out)
             registered = _register(experiment, run_id, register, alias, arguments) if register else None
+    confounded = metadata["confounded"] if metadata["confounded"] not in ("no", None) else None
     return Exported(
-        out, run_id, metadata["model"], metadata["channel_set"], metric, metadata["metric_value"], registered
-    )
+        out, run_id, metadata["model"], metadata["channel_set"], metric, metadata["metric_value"], registered,
+        confounded,
+    )  # fmt: skip
 
 
 def pinned_requirements() -> list[str]:

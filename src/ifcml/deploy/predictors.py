@@ -19,11 +19,10 @@ from ifcml.deploy.cells import CellImages, from_store
 from ifcml.errors import InputError
 from ifcml.executors import executor
 from ifcml.features.recipe import Recipe
-from ifcml.features.table import FAILED, measure_images
+from ifcml.features.table import FAILED, METADATA, measure_images
 from ifcml.io.store import CellStore
 
 UNCLASSIFIED = -1  # a cell whose outline was not found: not measured, so not classified
-STORE_COLUMNS = ["cell_id", "instance", "patient", "timepoint", "label", "object_number", "source"]
 
 
 class FeaturePredictor:
@@ -34,7 +33,7 @@ class FeaturePredictor:
         self.channels: list[str] = inputs["channels"]
         self.engine: str = inputs["engine"]
         self.recipe = Recipe.model_validate(inputs["recipe"])
-        self.tile_size: int | None = inputs["tile_size"]
+        self.tile_size: int | None = inputs.get("tile_size")
         self.batch_cells = self.recipe.chunk_cells
 
     def predict(self, cells: CellImages) -> tuple[np.ndarray, np.ndarray | None]:
@@ -50,16 +49,13 @@ class FeaturePredictor:
         outlined = ~measured[FAILED].to_numpy(bool)
         values = measured.reindex(columns=self.features).astype(np.float64)[outlined]  # named, as in fit
         codes = np.full(len(cells), UNCLASSIFIED)
-        probabilities = np.full((len(cells), len(self.classes)), np.nan) if self._has_probabilities else None
+        has_probabilities = hasattr(self.model, "predict_proba")
+        probabilities = np.full((len(cells), len(self.classes)), np.nan) if has_probabilities else None
         if outlined.any():
             codes[outlined] = self.model.predict(values)
             if probabilities is not None:
                 probabilities[outlined] = self.model.predict_proba(values)
         return codes, probabilities
-
-    @property
-    def _has_probabilities(self) -> bool:
-        return hasattr(self.model, "predict_proba")
 
 
 def to_tile_size(cells: CellImages, size: int) -> CellImages:
@@ -148,7 +144,7 @@ def predict_store(
                 on_cells(len(rows))
     else:
         parts = _measured_parts(predictor, model_path, store, workers, on_cells)
-    table = store.cells[[c for c in STORE_COLUMNS if c in store.cells]].reset_index(drop=True)
+    table = store.cells[[c for c in METADATA if c in store.cells]].reset_index(drop=True)
     return pd.concat([table, _frame(parts, predictor.classes)], axis=1)
 
 

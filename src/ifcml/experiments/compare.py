@@ -209,7 +209,7 @@ TEMPLATE = jinja2.Environment(autoescape=True).from_string(
 <html lang="en"><head><meta charset="utf-8"><title>ifcml: {{ experiment }}</title>
 <style>
 body { font-family: system-ui, sans-serif; margin: 2rem; color: #222; }
-table { border-collapse: collapse; font-size: 0.85rem; }
+table { border-collapse: collapse; font-size: 0.85rem; display: block; overflow-x: auto; }
 th, td { padding: 0.25rem 0.6rem; border-bottom: 1px solid #ddd; text-align: right; }
 th { background: #f3f3f3; }
 .warning { background: #fde8e8; border-left: 4px solid #c00; padding: 0.6rem 1rem; }
