@@ -163,6 +163,7 @@ def test_an_exported_network_takes_raw_images(tmp_path, deep_store):
     parent = mlflow.MlflowClient().list_artifacts(exported.run_id)
     assert "embedding_tsne.png" in {a.path for a in parent}  # the report's embedding figure
 
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'elsewhere.db'}")  # a folder needs no tracking store
     model = mlflow.pyfunc.load_model(str(tmp_path / "net"))
     from_store = model.predict(pd.DataFrame({"store": [str(deep_store.path)]}))
     cells = deep_store.cells.iloc[:64]

@@ -46,9 +46,10 @@ def load_for_inference(
         names = list(classes) if classes else [f"class_{k}" for k in range(n_classes)]
         return Network(model, list(channels), names, Crop(size=model.input_shape[1]))
     import mlflow
+    from mlflow.models import Model
 
-    try:
-        info = mlflow.models.get_model_info(text)
+    try:  # a folder is read as it is (its logged model's id may belong to another tracking store)
+        info = Model.load(text) if Path(text).is_dir() else mlflow.models.get_model_info(text)
     except Exception as exc:  # mlflow raises several kinds for a missing model or run
         raise InputError(f"{text}: not an MLflow model ({exc})") from exc
     if "keras" not in info.flavors:
