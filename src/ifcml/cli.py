@@ -207,13 +207,14 @@ def demo(
     )
     for failure in report.failed:
         console.print(f"[red]failed[/red] {failure}", highlight=False)
-    if report.failed:
-        raise typer.Exit(1)
     mlflow.set_tracking_uri(uri)
     page = write_report(spec.name, out / "report")
-    _demo_readout(out, spec.name, uri, seed, workers)
+    if not report.failed:  # the best design is only known once every design has finished
+        _demo_readout(out, spec.name, uri, seed, workers)
     console.print(f"report: {page.resolve()}", highlight=False)
     console.print(f"MLflow: .venv/bin/ifcml ui --tracking-uri {uri}", highlight=False)
+    if report.failed:
+        raise typer.Exit(1)
 
 
 def _demo_readout(out: Path, experiment: str, uri: str, seed: int, workers: int) -> None:

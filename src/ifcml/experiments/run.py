@@ -261,7 +261,7 @@ def _prepare_classical(data: Path, spec: ModelSpec, channels, relabel, pruning: 
 
 def _measured_inputs(manifest: dict, chosen: list[str], table: pd.DataFrame) -> dict | None:
     """How the table measured a cell, restricted to the channels ``chosen`` need (None for
-    tables written before manifests carried their recipe: such models cannot be exported)."""
+    tables of an older ifcml, without the recipe or image sizes: such models cannot be exported)."""
     if "recipe" not in manifest or "Metadata_height" not in table:
         return None
     recipe = copy.deepcopy(manifest["recipe"])
