@@ -163,13 +163,14 @@ def demo(
     out: Annotated[Path, typer.Option(help="Folder for the demo's data and results.")] = Path("demo_output"),
     seed: Annotated[int, typer.Option()] = 0,
 ) -> None:
-    """The main job on embedded default data: simulate, ingest, then the demo grid and its report.
+    """The main job on embedded default data: simulate, ingest, measure, grid, report, export, readout.
 
     Simulated samples with known truth (12 samples x 300 cells) go through the whole flow:
     IDEAS-style TIFF export, ingest, CellProfiler measurements, experiments/demo.yaml (naive
     Bayes, linear SVM, random forest, XGBoost, the compact CNN on label-free channels,
-    leave-one-instance-out) in MLflow, and the comparison report. Every step resumes: finished
-    outputs and finished grid tasks are skipped, so an interrupted demo goes on where it stopped.
+    leave-one-instance-out) in MLflow, the comparison report, export of the best design, and the
+    readout of two new simulated patients with it. Every step resumes: finished outputs and
+    finished grid tasks are skipped, so an interrupted demo goes on where it stopped.
     """
     import mlflow
 
@@ -209,7 +210,9 @@ def demo(
         console.print(f"[red]failed[/red] {failure}", highlight=False)
     mlflow.set_tracking_uri(uri)
     page = write_report(spec.name, out / "report")
-    if not report.failed:  # the best design is only known once every design has finished
+    if report.failed:  # the best design is only known once every design has finished
+        _warn("export and readout skipped until every grid task has finished: run `ifcml demo` again")
+    else:
         _demo_readout(out, spec.name, uri, seed, workers)
     console.print(f"report: {page.resolve()}", highlight=False)
     console.print(f"MLflow: .venv/bin/ifcml ui --tracking-uri {uri}", highlight=False)
