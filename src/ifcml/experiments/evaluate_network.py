@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -23,7 +23,9 @@ from ifcml.experiments.evaluate import FoldResult, Trained
 from ifcml.experiments.splits import Fold
 from ifcml.features.table import CELL, INSTANCE, LABEL
 from ifcml.models.deep import predict_proba, train_network
-from ifcml.models.network_spec import NetworkSpec
+
+if TYPE_CHECKING:  # run.py imports this module when a design is a network
+    from ifcml.experiments.run import Prepared
 
 
 def store_cells_table(cells: pd.DataFrame) -> pd.DataFrame:
@@ -31,29 +33,20 @@ def store_cells_table(cells: pd.DataFrame) -> pd.DataFrame:
     return cells.rename(columns=lambda column: f"Metadata_{column}")
 
 
-def train_on(
-    table: pd.DataFrame,
-    rows: np.ndarray,
-    crops: np.ndarray,
-    spec: NetworkSpec,
-    channels: list[str],
-    classes: list[str],
-    seed: int,
-    checkpoints: Path,
-    context: dict,
-) -> Trained:
-    """A network trained on ``rows`` of ``table`` (checkpointed under ``checkpoints``)."""
+def train_on(design: Prepared, rows: np.ndarray, seed: int) -> Trained:
+    """A network trained on ``rows`` of the design's cells table (checkpointed in its folder)."""
+    table, channels = design.table, design.channels
     positions = table[CELL].to_numpy()[rows]  # cell ids = store rows: where the crops are
-    fingerprint = _fingerprint(spec, channels, classes, seed, positions, context)
+    fingerprint = _fingerprint(design, seed, positions)
     trained = train_network(
-        spec,
-        crops,
+        design.spec,
+        design.crops,
         positions,
         table[LABEL].to_numpy()[rows],
         table[INSTANCE].to_numpy()[rows],
-        classes,
+        design.classes,
         seed,
-        checkpoints / fingerprint,
+        design.checkpoints / fingerprint,
         fingerprint,
     )
     details = {
@@ -64,38 +57,30 @@ def train_on(
     return Trained(trained.model, channels, {}, [], trained.rows, trained.history, details)
 
 
-def run_network_fold(
-    table: pd.DataFrame,
-    fold: Fold,
-    crops: np.ndarray,
-    spec: NetworkSpec,
-    channels: list[str],
-    classes: list[str],
-    seed: int,
-    checkpoints: Path,
-    context: dict,
-) -> FoldResult:
+def run_network_fold(design: Prepared, fold: Fold, seed: int) -> FoldResult:
     """Train on ``fold.train`` (see :func:`train_on`); predict ``fold.test`` with probabilities."""
     started = time.perf_counter()
-    trained = train_on(table, fold.train, crops, spec, channels, classes, seed, checkpoints, context)
+    trained = train_on(design, fold.train, seed)
     fitted = time.perf_counter()
-    test = table.iloc[fold.test]
-    probabilities = predict_proba(trained.model, crops, test[CELL].to_numpy(), spec.inference_batch)
+    test = design.table.iloc[fold.test]
+    probabilities = predict_proba(
+        trained.model, design.crops, test[CELL].to_numpy(), design.spec.inference_batch
+    )
     predictions = pd.DataFrame(
         {
             "cell_id": test[CELL].to_numpy(),
             "instance": test[INSTANCE].to_numpy(),
             "label": test[LABEL].to_numpy(),
-            "predicted": np.asarray(classes)[probabilities.argmax(axis=1)],
+            "predicted": np.asarray(design.classes)[probabilities.argmax(axis=1)],
         }
-        | {f"probability_{name}": probabilities[:, k] for k, name in enumerate(classes)}
+        | {f"probability_{name}": probabilities[:, k] for k, name in enumerate(design.classes)}
     )
     return FoldResult(
         fold.name,
         predictions,
         trained.params,
         [],
-        channels,
+        design.channels,
         fitted - started,
         time.perf_counter() - fitted,
         trained.curves,
@@ -103,16 +88,16 @@ def run_network_fold(
     )
 
 
-def _fingerprint(spec, channels, classes, seed, rows: np.ndarray, context: dict) -> str:
-    """What a training depends on: spec, data (context names the store's hash), rows, seed."""
+def _fingerprint(design: Prepared, seed: int, rows: np.ndarray) -> str:
+    """What a training depends on: spec, data (the store's hash), channels, classes, rows, seed."""
     key = json.dumps(
         {
-            "spec": spec.model_dump(mode="json"),
-            "channels": channels,
-            "classes": classes,
+            "spec": design.spec.model_dump(mode="json"),
+            "channels": design.channels,
+            "classes": design.classes,
             "seed": seed,
             "rows": hashlib.sha256(np.sort(rows).astype(np.int64).tobytes()).hexdigest(),
-            **context,
+            "data": design.digest,
         },
         sort_keys=True,
     )

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 import traceback
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, as_completed
@@ -30,10 +29,10 @@ from ifcml.experiments.evaluate import LABEL, Evaluation
 from ifcml.experiments.run import Prepared, prepare, run_name, run_params, run_tags
 from ifcml.experiments.spec import ExperimentSpec
 from ifcml.experiments.splits import confound_check
-from ifcml.experiments.tracking import close_parent, log_fold, open_parent, read_fold, use_experiment
+from ifcml.experiments.tracking import ERROR_TAG, fail_run, log_fold, read_fold, use_experiment
 from ifcml.models.network_spec import NetworkSpec
 
-DESIGN_TAG, TASK_TAG, ERROR_TAG = "ifcml.design", "ifcml.task", "ifcml.error"
+DESIGN_TAG, TASK_TAG = "ifcml.design", "ifcml.task"
 FINAL = "final"
 
 
@@ -124,7 +123,7 @@ def run_grid(
                         needed.discard(task.key)
                         if error:  # the design cannot be pooled; its parent says why
                             del waiting[final_key]
-                            _fail(final.parent, f"held-out {task.fold} failed: {error}")
+                            fail_run(final.parent, f"held-out {task.fold} failed: {error}")
                         elif not needed:
                             del waiting[final_key]
                             submit(final)
@@ -204,20 +203,7 @@ def _finish(task: Task, prepared: Prepared) -> None:
     folds = prepared.folds(task.spec.split, task.spec.seed)
     evaluation = Evaluation(prepared.spec.name, prepared.classes)
     evaluation.folds = [read_fold(by_fold[fold.name]) for fold in folds]
-    final = prepared.final(task.spec.seed, task.spec.max_evals)
-    close_parent(
-        task.parent,
-        evaluation,
-        positive=task.spec.positive,
-        seed=task.spec.seed,
-        spec=prepared.spec.model_dump(mode="json"),
-        final=final,
-        dataset=prepared.table,
-        inputs=prepared.inputs,
-        figures=prepared.figures(final, task.spec.seed),
-    )
-    if prepared.checkpoints:
-        shutil.rmtree(prepared.checkpoints, ignore_errors=True)
+    prepared.close_run(task.parent, evaluation, task.spec.seed, task.spec.max_evals, task.spec.positive)
 
 
 def _prepared(spec: ExperimentSpec, model: int, channel_set: str) -> Prepared:
@@ -286,22 +272,15 @@ def _finished_folds(client: MlflowClient, experiment_id: str, parent: str) -> se
 
 def _open(spec: ExperimentSpec, prepared: Prepared, channel_set: str, reports, design: str) -> str:
     tags = {**run_tags(prepared, spec.split, reports, channel_set), DESIGN_TAG: design}
-    return open_parent(
-        spec.name,
-        run_name(prepared, channel_set),
-        tags,
-        run_params(prepared, spec.split, spec.seed, spec.max_evals, spec.positive),
-        prepared.table,
-        prepared.source,
-        prepared.digest[:36],
-    )
+    params = run_params(prepared, spec.split, spec.seed, spec.max_evals, spec.positive)
+    return prepared.open_run(spec.name, run_name(prepared, channel_set), tags, params)
 
 
 def _record_failure(task: Task, message: str, trace: str) -> None:
     """A FAILED run for the task (nested under its design) with the error as a tag and a file."""
     client = MlflowClient()
     if task.fold == FINAL:
-        _fail(task.parent, message)
+        fail_run(task.parent, message)
         return
     parent = client.get_run(task.parent)
     run = client.create_run(
@@ -311,9 +290,3 @@ def _record_failure(task: Task, message: str, trace: str) -> None:
     ).info.run_id
     client.log_text(run, trace, "error.txt")
     client.set_terminated(run, "FAILED")
-
-
-def _fail(parent: str, message: str) -> None:
-    client = MlflowClient()
-    client.set_tag(parent, ERROR_TAG, message[:4000])
-    client.set_terminated(parent, "FAILED")

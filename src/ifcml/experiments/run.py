@@ -32,7 +32,7 @@ from ifcml.experiments.evaluate import (
     usable_cells,
 )
 from ifcml.experiments.splits import ConfoundReport, Fold, confound_check, make_folds
-from ifcml.experiments.tracking import log_evaluation, tracking_uri
+from ifcml.experiments.tracking import close_parent, fail_run, log_fold, open_parent, tracking_uri
 from ifcml.features.naming import columns_for_channels
 from ifcml.features.recipe import Pruning
 from ifcml.features.table import feature_columns, read_features, table_manifest
@@ -82,10 +82,7 @@ class Prepared:
         if isinstance(self.spec, NetworkSpec):
             from ifcml.experiments.evaluate_network import run_network_fold
 
-            return run_network_fold(
-                self.table, fold, self.crops, self.spec, self.channels, self.classes, seed, self.checkpoints,
-                {"data": self.digest},
-            )  # fmt: skip
+            return run_network_fold(self, fold, seed)
         budget = max_evals or self.spec.max_evals
         return run_fold(self.table, fold, self.spec, self.features, self.pruning, seed, budget, self.classes)
 
@@ -106,14 +103,29 @@ class Prepared:
         if isinstance(self.spec, NetworkSpec):
             from ifcml.experiments.evaluate_network import train_on
 
-            return train_on(
-                self.table, everything, self.crops, self.spec, self.channels, self.classes, seed,
-                self.checkpoints, {"data": self.digest},
-            )  # fmt: skip
+            return train_on(self, everything, seed)
         budget = max_evals or self.spec.max_evals
         return train(
             self.table, everything, self.spec, self.features, self.pruning, seed, budget, self.classes
         )
+
+    def open_run(self, experiment: str, name: str, tags: dict[str, str], params: dict) -> str:
+        """The design's parent run (its params, its cells as the dataset), left RUNNING."""
+        return open_parent(experiment, name, tags, params, self.table, self.source, self.digest[:36])
+
+    def close_run(
+        self, parent: str, evaluation: Evaluation, seed: int, max_evals: int | None, positive: str
+    ) -> dict:
+        """Refit on every usable cell, record it with the pooled ``evaluation`` on ``parent`` and
+        finish that run; returns the pooled metrics. Checkpoints are no longer needed then."""
+        final = self.final(seed, max_evals)
+        summary = close_parent(
+            parent, evaluation, positive=positive, seed=seed, spec=self.spec.model_dump(mode="json"),
+            final=final, dataset=self.table, inputs=self.inputs, figures=self.figures(final, seed),
+        )  # fmt: skip
+        if self.checkpoints:
+            shutil.rmtree(self.checkpoints, ignore_errors=True)
+        return summary
 
 
 def prepare(
@@ -158,28 +170,19 @@ def run_model(
     evaluation = Evaluation(spec.name, prepared.classes)
     for fold in prepared.folds(split, seed):
         evaluation.folds.append(prepared.run_fold(fold, seed, max_evals))
-    final = prepared.final(seed, max_evals)
     uri = tracking_uri(uri)
     mlflow.set_tracking_uri(uri)
-    run_id, summary = log_evaluation(
-        evaluation,
-        experiment=experiment,
-        run_name=run_name(prepared),
-        tags=run_tags(prepared, split, confounds),
-        params=run_params(prepared, split, seed, max_evals, positive),
-        dataset=prepared.table,
-        dataset_source=prepared.source,
-        dataset_digest=prepared.digest[:36],
-        positive=positive,
-        seed=seed,
-        spec=spec.model_dump(mode="json"),
-        final=final,
-        inputs=prepared.inputs,
-        figures=prepared.figures(final, seed),
-    )
-    if prepared.checkpoints:
-        shutil.rmtree(prepared.checkpoints, ignore_errors=True)
-    return TrainResult(run_id, uri, summary, confounds)
+    tags = run_tags(prepared, split, confounds)
+    params = run_params(prepared, split, seed, max_evals, positive)
+    parent = prepared.open_run(experiment, run_name(prepared), tags, params)
+    try:
+        for fold in evaluation.folds:
+            log_fold(parent, fold, prepared.classes, tags)
+        summary = prepared.close_run(parent, evaluation, seed, max_evals, positive)
+    except BaseException as exc:  # the parent says why it stopped instead of staying RUNNING
+        fail_run(parent, f"{type(exc).__name__}: {exc}")
+        raise
+    return TrainResult(parent, uri, summary, confounds)
 
 
 def run_name(prepared: Prepared, channel_set: str | None = None) -> str:

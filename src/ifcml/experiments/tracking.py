@@ -35,6 +35,8 @@ from ifcml.experiments.evaluate import Evaluation, FoldResult, Trained  # noqa: 
 from ifcml.features.table import LABEL, metadata_columns  # noqa: E402
 from ifcml.models.tuning import Trial  # noqa: E402
 
+ERROR_TAG = "ifcml.error"  # why a run FAILED
+
 # Types skops must load besides scikit-learn's estimators: reviewed, nothing that runs code.
 SKOPS_TRUSTED = ["numpy.dtype", "sklearn.tree._tree.Tree"]
 
@@ -77,34 +79,6 @@ def summarise(evaluation: Evaluation, positive: str | None, seed: int) -> tuple[
         sum(f.predict_seconds for f in evaluation.folds) / max(1, len(predictions))
     )
     return summary, per_instance
-
-
-def log_evaluation(
-    evaluation: Evaluation,
-    *,
-    experiment: str,
-    run_name: str,
-    tags: dict[str, str],
-    params: dict,
-    dataset: pd.DataFrame,
-    dataset_source: str,
-    dataset_digest: str,
-    positive: str | None,
-    seed: int,
-    spec: dict,
-    final: Trained | None = None,
-    inputs: dict | None = None,
-    figures: dict | None = None,
-) -> tuple[str, dict]:
-    """Write one evaluation as a parent run with nested runs; returns (parent run id, metrics)."""
-    parent = open_parent(experiment, run_name, tags, params, dataset, dataset_source, dataset_digest)
-    for fold in evaluation.folds:
-        log_fold(parent, fold, evaluation.classes, tags)
-    summary = close_parent(
-        parent, evaluation, positive=positive, seed=seed, spec=spec, final=final, dataset=dataset,
-        inputs=inputs, figures=figures,
-    )  # fmt: skip
-    return parent, summary
 
 
 def open_parent(
@@ -205,6 +179,13 @@ def read_fold(run: str) -> FoldResult:
     record["predictions"] = predictions
     record["trials"] = [Trial(**t) for t in record["trials"]]
     return FoldResult(**record)
+
+
+def fail_run(run: str, message: str) -> None:
+    """End ``run`` as FAILED with ``message`` (tag ``ifcml.error``) saying why."""
+    client = MlflowClient()
+    client.set_tag(run, ERROR_TAG, message[:4000])
+    client.set_terminated(run, "FAILED")
 
 
 def close_parent(
