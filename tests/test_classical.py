@@ -10,7 +10,7 @@ import pytest
 from ifcml.errors import IfcmlError
 from ifcml.experiments.evaluate import evaluate, train, usable_cells
 from ifcml.experiments.metrics import bootstrap_ci, readout, responder_calls
-from ifcml.experiments.run import run_model
+from ifcml.experiments.run import Prepared, run_model
 from ifcml.experiments.splits import confound_check, make_folds, undersample_per_instance
 from ifcml.features.recipe import Pruning
 from ifcml.features.table import feature_columns, read_features
@@ -166,6 +166,23 @@ def test_leave_one_instance_out_is_logged_to_mlflow(simulated_features, tmp_path
     assert all("DAPI" not in f for f in features)  # the channel set was respected
     table = read_features(simulated_features)
     assert set(model.predict(table[features].head(10))) <= {0, 1, 2}
+
+
+def test_a_train_whose_final_refit_fails_ends_its_run_failed_with_the_error(
+    simulated_features, tmp_path, monkeypatch
+):
+    def disk_full(self, seed, max_evals):
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr(Prepared, "final", disk_full)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    with pytest.raises(OSError, match="No space"):
+        run_model(simulated_features, "naive_bayes", channels=["BF"], max_evals=1, experiment="t", uri=uri)
+    mlflow.set_tracking_uri(uri)
+    runs = mlflow.search_runs(experiment_names=["t"])
+    parent = runs[runs["tags.mlflow.parentRunId"].isna()]
+    assert parent["status"].tolist() == ["FAILED"]  # not left RUNNING, and not shown as finished
+    assert "No space left on device" in parent["tags.ifcml.error"].iloc[0]
 
 
 def test_train_command_reports_bad_model_names(simulated_features, ifcml):
