@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import mlflow
 import pytest
 import yaml
@@ -101,6 +103,13 @@ def test_a_failing_task_is_recorded_and_the_others_go_on(tmp_path, simulated_fea
     top = parents(uri, "failing").set_index("tags.model")
     assert top.loc["naive_bayes", "status"] == "FINISHED"
     assert top.loc["broken_nb", "status"] == "FAILED" and "priors" in top.loc["broken_nb", "tags.ifcml.error"]
+    runs = mlflow.search_runs(experiment_names=["failing"])
+    folds = runs[runs["tags.mlflow.parentRunId"] == top.loc["broken_nb", "run_id"]]
+    assert len(folds) == 8 and (folds["status"] == "FAILED").all()  # each held-out unit says why
+    assert folds["tags.ifcml.error"].str.contains("priors").all()
+    client = MlflowClient()
+    trace = client.download_artifacts(folds["run_id"].iloc[0], "error.txt", str(tmp_path))
+    assert "Traceback" in Path(trace).read_text()
 
 
 @pytest.mark.slow

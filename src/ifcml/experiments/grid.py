@@ -29,7 +29,7 @@ from ifcml.experiments.evaluate import LABEL, Evaluation
 from ifcml.experiments.run import Prepared, prepare, run_name, run_params, run_tags
 from ifcml.experiments.spec import ExperimentSpec
 from ifcml.experiments.splits import confound_check
-from ifcml.experiments.tracking import ERROR_TAG, fail_run, log_fold, read_fold, use_experiment
+from ifcml.experiments.tracking import fail_run, log_fold, read_fold, use_experiment
 from ifcml.models.network_spec import NetworkSpec
 
 DESIGN_TAG, TASK_TAG = "ifcml.design", "ifcml.task"
@@ -286,7 +286,7 @@ def _record_failure(task: Task, message: str, trace: str) -> None:
     run = client.create_run(
         parent.info.experiment_id,
         run_name=f"held-out {task.fold} (failed)",
-        tags={MLFLOW_PARENT_RUN_ID: task.parent, TASK_TAG: task.key, ERROR_TAG: message[:4000]},
+        tags={MLFLOW_PARENT_RUN_ID: task.parent, TASK_TAG: task.key},
     ).info.run_id
     client.log_text(run, trace, "error.txt")
-    client.set_terminated(run, "FAILED")
+    fail_run(run, message)
