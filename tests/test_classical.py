@@ -143,16 +143,32 @@ def test_leave_one_instance_out_is_logged_to_mlflow(simulated_features, tmp_path
     assert len(parent) == 1 and parent["run_id"].iloc[0] == result.run_id
     assert parent["tags.branch"].iloc[0] == "classical" and parent["tags.channel_set"].iloc[0] == "BF+DF"
     folds = runs[runs["tags.mlflow.parentRunId"] == result.run_id]
-    assert len(folds) == 8
-    trials = runs[runs["tags.mlflow.parentRunId"].isin(folds["run_id"])]
-    assert len(trials) == 8 * 3 and (trials["metrics.loss"] >= 0).all()
-    artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(result.run_id)}
+    assert len(runs) == 1 + 8 and len(folds) == 8  # trials are a table, not runs
+    assert (folds["metrics.n_trials"] == 3).all() and folds["metrics.inner_best_balanced_accuracy"].between(
+        0, 1
+    ).all()
+    client = mlflow.MlflowClient()
+    fold = folds["run_id"].iloc[0]
+    streamed = client.get_metric_history(fold, "inner_balanced_accuracy")  # logged as the search went
+    assert sorted(m.step for m in streamed) == [0, 1, 2]
+    assert max(m.value for m in streamed) == pytest.approx(
+        folds["metrics.inner_best_balanced_accuracy"].iloc[0]
+    )
+    trials = pd.read_csv(client.download_artifacts(fold, "trials.csv", str(tmp_path)))
+    assert len(trials) == 3 and {"loss", "inner_balanced_accuracy", "C"} <= set(trials)
+    artifacts = {a.path for a in client.list_artifacts(result.run_id)}
     assert {
         "confusion_matrix.png",
         "confusion_matrix.csv",
         "per_instance.csv",
         "predictions.parquet",
+        "trials.csv",
+        "trials.png",
     } <= artifacts
+    logged = client.search_logged_models([result.experiment_id])  # the final model carries the metrics
+    assert len(logged) == 1 and logged[0].source_run_id == result.run_id
+    model_metrics = {m.key: m.value for m in logged[0].metrics}
+    assert model_metrics["balanced_accuracy"] == pytest.approx(result.metrics["balanced_accuracy"])
     run = mlflow.get_run(result.run_id)
     assert run.inputs.dataset_inputs[0].dataset.name == "features.parquet"
     per_instance = pd.read_csv(mlflow.artifacts.download_artifacts(f"runs:/{result.run_id}/per_instance.csv"))
@@ -168,10 +184,29 @@ def test_leave_one_instance_out_is_logged_to_mlflow(simulated_features, tmp_path
     assert set(model.predict(table[features].head(10))) <= {0, 1, 2}
 
 
+def test_trials_are_nested_runs_only_when_asked(simulated_features, tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    run_model(
+        simulated_features,
+        "naive_bayes",
+        channels=["BF"],
+        max_evals=2,
+        experiment="t",
+        uri=uri,
+        log_trials=True,
+    )
+    mlflow.set_tracking_uri(uri)
+    runs = mlflow.search_runs(experiment_names=["t"])
+    folds = runs[runs["tags.held_out"].notna()]
+    trials = runs[runs["tags.kind"] == "trial"]
+    assert len(folds) == 8 and len(trials) == 8 * 2  # naive Bayes searches var_smoothing
+    assert set(trials["tags.mlflow.parentRunId"]) == set(folds["run_id"])
+
+
 def test_a_train_whose_final_refit_fails_ends_its_run_failed_with_the_error(
     simulated_features, tmp_path, monkeypatch
 ):
-    def disk_full(self, seed, max_evals):
+    def disk_full(self, seed, max_evals, progress):
         raise OSError("No space left on device")
 
     monkeypatch.setattr(Prepared, "final", disk_full)

@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from mlflow import MlflowClient
 
 from ifcml.deploy.export import export_model
 from ifcml.deploy.predict import write_predictions
@@ -46,7 +47,7 @@ def classical(tmp_path_factory, simulated_features):
 def test_the_exported_model_measures_raw_cells_as_the_grid_did(classical):
     tmp, uri, store = classical
     mlflow.set_tracking_uri(uri)
-    exported = export_model("classical", "balanced_accuracy", tmp / "best")
+    exported = export_model(MlflowClient(uri), "classical", "balanced_accuracy", tmp / "best")
     top = mlflow.search_runs(experiment_names=["classical"], filter_string="tags.model != ''")
     top = top[top["tags.mlflow.parentRunId"].isna()]
     assert exported.value == top["metrics.balanced_accuracy"].max() and exported.confounded is None
@@ -85,11 +86,11 @@ def test_export_refuses_to_overwrite_and_names_what_it_knows(classical):
     mlflow.set_tracking_uri(uri)
     (tmp / "taken").mkdir()
     with pytest.raises(IfcmlError, match="taken: already exists"):
-        export_model("classical", "balanced_accuracy", tmp / "taken")
+        export_model(MlflowClient(uri), "classical", "balanced_accuracy", tmp / "taken")
     with pytest.raises(IfcmlError, match="no design of 'classical' has 'balanced_acc'; it has .*readout_mae"):
-        export_model("classical", "balanced_acc", tmp / "x")
+        export_model(MlflowClient(uri), "classical", "balanced_acc", tmp / "x")
     with pytest.raises(IfcmlError, match="has no finished 'xgboost'; it has linear_svm, naive_bayes"):
-        export_model("classical", "balanced_accuracy", tmp / "x", model="xgboost")
+        export_model(MlflowClient(uri), "classical", "balanced_accuracy", tmp / "x", model="xgboost")
     assert not (tmp / "x").exists()
 
 
@@ -104,7 +105,7 @@ def test_a_registered_export_loads_by_alias_and_stays_out_of_the_comparison(clas
     assert exported.registered == "models:/marrow@prod" and exported.model == "naive_bayes"
     loaded = mlflow.pyfunc.load_model("models:/marrow@prod")
     assert loaded.metadata.metadata["source_run_id"] == exported.run_id
-    table, _ = comparison("classical")
+    table, _ = comparison(MlflowClient(uri), "classical")
     assert sorted(table["model"]) == ["linear_svm", "naive_bayes"]  # the export run is not a design
 
 
@@ -112,7 +113,7 @@ def test_the_readout_of_new_samples_per_cell_and_per_sample(classical):
     tmp, uri, store = classical
     mlflow.set_tracking_uri(uri)
     model_dir = tmp / "readout_model"
-    export_model("classical", "balanced_accuracy", model_dir, model="naive_bayes")
+    export_model(MlflowClient(uri), "classical", "balanced_accuracy", model_dir, model="naive_bayes")
     samples = write_predictions(model_dir, [store], tmp / "readout")
     cells = pd.read_csv(tmp / "readout" / "cells.csv")
     assert len(cells) == store.n_cells and cells["predicted"].notna().all()
@@ -131,7 +132,7 @@ def test_predict_says_what_new_samples_lack(classical, ifcml):
     tmp, uri, _ = classical
     mlflow.set_tracking_uri(uri)
     model_dir = tmp / "cli_model"
-    export_model("classical", "balanced_accuracy", model_dir)
+    export_model(MlflowClient(uri), "classical", "balanced_accuracy", model_dir)
     new = tmp / "new_tiff"
     assert ifcml("simulate", new, "--patients", "1", "--timepoints", "day0", "--cells-per-sample", "8",
                  "--channels", "BF,DF", "--seed", "3")[0] == 0  # fmt: skip
@@ -158,8 +159,8 @@ def test_new_cells_are_brought_to_the_training_tile_size():
 
 def test_an_exported_network_takes_raw_images(tmp_path, deep_store):
     spec = {"spec": "compact_cnn", "settings": {"training": {"max_epochs": 1}}}
-    grid(tmp_path, "deep", {"store": deep_store.path}, [spec])
-    exported = export_model("deep", "balanced_accuracy", tmp_path / "net")
+    uri = grid(tmp_path, "deep", {"store": deep_store.path}, [spec])
+    exported = export_model(MlflowClient(uri), "deep", "balanced_accuracy", tmp_path / "net")
     parent = mlflow.MlflowClient().list_artifacts(exported.run_id)
     assert "embedding_tsne.png" in {a.path for a in parent}  # the report's embedding figure
 

@@ -139,13 +139,14 @@ def test_the_report_reads_mlflow_and_renders_in_a_headless_browser(tmp_path, sim
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     spec = write_spec(tmp_path, simulated_features, "report", models=["naive_bayes", "linear_svm"])
     run_grid(spec, uri)
-    table, folds = comparison("report")
+    table, folds = comparison(MlflowClient(uri), "report")
     assert sorted(table["model"]) == ["linear_svm", "linear_svm", "naive_bayes", "naive_bayes"]
     assert len(folds) == 4 * 8 and folds["accuracy"].between(0, 1).all()
     assert table["balanced accuracy"].between(table["BA CI low"], table["BA CI high"]).all()
-    report = write_report("report", tmp_path / "out")
+    report, _ = write_report(MlflowClient(uri), "report", tmp_path / "out")
     html = report.read_text()
-    assert html.count("data:image/png;base64,") == 3 and "http" not in html.replace(uri, "")  # self-contained
+    assert html.count("data:image/png;base64,") == 3 and 'src="http' not in html  # self-contained
+    assert "viewStateShareKey=ifcml-designs" in html  # links to the designs in the MLflow UI
     browser = shutil.which("chromium")
     if browser is None:
         if os.environ.get("IFCML_REQUIRE_BROWSER"):

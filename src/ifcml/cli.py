@@ -172,11 +172,10 @@ def demo(
     readout of two new simulated patients with it. Every step resumes: finished outputs and
     finished grid tasks are skipped, so an interrupted demo goes on where it stopped.
     """
-    import mlflow
-
     from ifcml.experiments.compare import write_report
     from ifcml.experiments.grid import prepare_data, run_grid
     from ifcml.experiments.spec import EXPERIMENTS_DIR, load_experiment
+    from ifcml.experiments.tracking import connect
 
     settings = SimulationSettings(seed=seed)
     raw, store_path = out / "simulated_tiff", out / "store"
@@ -208,14 +207,13 @@ def demo(
     )
     for failure in report.failed:
         console.print(f"[red]failed[/red] {failure}", highlight=False)
-    mlflow.set_tracking_uri(uri)
-    page = write_report(spec.name, out / "report")
+    page, _ = write_report(connect(uri), spec.name, out / "report")
     if report.failed:  # the best design is only known once every design has finished
         _warn("export and readout skipped until every grid task has finished: run `ifcml demo` again")
     else:
         _demo_readout(out, spec.name, uri, seed, workers)
     console.print(f"report: {page.resolve()}", highlight=False)
-    console.print(f"MLflow: .venv/bin/ifcml ui --tracking-uri {uri}", highlight=False)
+    _print_ui(uri, report.experiment_id)
     if report.failed:
         raise typer.Exit(1)
 
@@ -347,23 +345,32 @@ def train_command(
     experiment: Annotated[str, typer.Option(help="MLflow experiment name.")] = "ifcml",
     tracking_uri: TrackingUri = None,
     positive: Annotated[str, typer.Option(help="Class whose fraction is the readout.")] = "leukemic",
+    log_trials: Annotated[
+        bool, typer.Option("--log-trials", help="Also log each hyperopt trial as a nested MLflow run.")
+    ] = False,
 ) -> None:
-    """Evaluate one model over a split (tuned or trained per fold), refit it, and log it to MLflow."""
+    """Evaluate one model over a split (tuned or trained per fold), refit it, and log it to MLflow.
+
+    Shows each held-out unit, its trials or epochs with the current score or loss, and an ETA;
+    MLflow holds the design's run from the first step and its charts move as the work goes on.
+    """
     from ifcml.experiments.run import run_model  # mlflow, hyperopt: seconds to import
 
-    result = run_model(
-        data,
-        model,
-        split,
-        channels=_names(channels),
-        labels=_names(labels),
-        max_evals=max_evals,
-        seed=seed,
-        experiment=experiment,
-        uri=tracking_uri,
-        positive=positive,
-        on_confound=_warn,
-    )
+    with tqdm(desc="train", unit=" step", file=sys.stderr) as bar:
+        result = run_model(
+            data,
+            model,
+            split,
+            channels=_names(channels),
+            labels=_names(labels),
+            max_evals=max_evals,
+            seed=seed,
+            experiment=experiment,
+            uri=tracking_uri,
+            positive=positive,
+            log_trials=log_trials,
+            watch=_train_watch(bar),
+        )
     shown = [
         "balanced_accuracy",
         "balanced_accuracy_ci_low",
@@ -382,7 +389,31 @@ def train_command(
             summary.add_row(name, f"{result.metrics[name]:.3f}")
     console.print(summary)
     console.print(f"MLflow run {result.run_id} in {result.tracking_uri}", highlight=False)
-    console.print(f"browse: .venv/bin/ifcml ui --tracking-uri {result.tracking_uri}", highlight=False)
+    _print_ui(result.tracking_uri, result.experiment_id)
+
+
+def _train_watch(bar: tqdm):
+    """``ifcml train``'s view of its work: one step per held-out unit and one for the final
+    refit (the ETA comes from them), the current trial or epoch with its score beside."""
+    from ifcml.experiments.run import Watch
+    from ifcml.progress import Progress
+
+    def folds(names: list[str]) -> None:
+        bar.reset(total=len(names) + 1)
+
+    def fold(name: str) -> None:
+        if bar.desc.startswith("held-out") or name == "final":
+            bar.update(1)
+        bar.set_description("final refit" if name == "final" else f"held-out {name}")
+
+    def trial(number: int, loss: float) -> None:
+        bar.set_postfix_str(f"trial {number + 1}, inner balanced accuracy {1 - loss:.3f}")
+
+    def epoch(number: int, logs: dict[str, float]) -> None:
+        shown = ", ".join(f"{k} {logs[k]:.4f}" for k in ("loss", "val_loss", "val_accuracy") if k in logs)
+        bar.set_postfix_str(f"epoch {number + 1}: {shown}")
+
+    return Watch(folds, fold, Progress(trial, epoch), _warn)
 
 
 @app.command("grid")
@@ -414,13 +445,15 @@ def grid_command(
     bar.close()
     for message in report.confounds:
         _warn(message)
+    elsewhere = f", {report.elsewhere} being run by another ifcml" if report.elsewhere else ""
     console.print(
         f"grid {report.experiment}: {report.done} task(s) run, {report.skipped} already finished, "
-        f"{len(report.failed)} failed; MLflow: {report.tracking_uri}",
+        f"{len(report.failed)} failed{elsewhere}; MLflow: {report.tracking_uri}",
         highlight=False,
     )
     for failure in report.failed:
         console.print(f"[red]failed[/red] {failure}", highlight=False)
+    _print_ui(report.tracking_uri, report.experiment_id)
     if report.failed:
         raise typer.Exit(1)
 
@@ -432,14 +465,13 @@ def compare_command(
     tracking_uri: TrackingUri = None,
 ) -> None:
     """The comparison table (models x channel sets) and a self-contained HTML report."""
-    import mlflow
-
-    from ifcml.experiments.compare import comparison, write_report
+    from ifcml.experiments.compare import write_report
+    from ifcml.experiments.tracking import connect
     from ifcml.experiments.tracking import tracking_uri as default_uri
 
-    mlflow.set_tracking_uri(default_uri(tracking_uri))
-    report = write_report(experiment, out or Path(f"compare_{experiment}"))
-    table, _ = comparison(experiment)
+    uri = default_uri(tracking_uri)
+    client = connect(uri)
+    report, table = write_report(client, experiment, out or Path(f"compare_{experiment}"))
     shown = Table("model", "channel set", "balanced accuracy (95 % CI)", "instance acc.", "readout err.")
     for _, row in table.iterrows():
         shown.add_row(
@@ -451,6 +483,7 @@ def compare_command(
         )
     console.print(shown)
     console.print(f"report: {report.resolve()}", highlight=False)
+    _print_ui(uri, client.get_experiment_by_name(experiment).experiment_id)
 
 
 @app.command("export")
@@ -469,13 +502,12 @@ def export_command(
     tracking_uri: TrackingUri = None,
 ) -> None:
     """The best (model, channel set) as an MLflow model that takes raw cell images or a store."""
-    import mlflow
-
     from ifcml.deploy.export import export_model
+    from ifcml.experiments.tracking import connect
     from ifcml.experiments.tracking import tracking_uri as default_uri
 
-    mlflow.set_tracking_uri(default_uri(tracking_uri))
-    exported = export_model(experiment, metric, out, model=model, register=register, alias=alias)
+    client = connect(default_uri(tracking_uri))
+    exported = export_model(client, experiment, metric, out, model=model, register=register, alias=alias)
     console.print(
         f"exported {exported.model} | {exported.channel_set} ({exported.metric} {exported.value:.3f}, "
         f"run {exported.run_id}) to {exported.path}",
@@ -554,11 +586,21 @@ def ui_command(
     tracking_uri: TrackingUri = None,
     port: Annotated[int, typer.Option(help="Port on 127.0.0.1.")] = 5000,
 ) -> None:
-    """The MLflow UI for the configured store, bound to 127.0.0.1 only."""
+    """The MLflow UI for the configured store, bound to 127.0.0.1 only; prints the link to each
+    ifcml experiment's designs (best first, with their metrics)."""
+    from ifcml.experiments.mlflow_ui import VIEW_TAG, designs_link
+    from ifcml.experiments.tracking import connect
     from ifcml.experiments.tracking import tracking_uri as default_uri
 
     uri = default_uri(tracking_uri)
-    console.print(f"MLflow UI for {uri} on http://127.0.0.1:{port} (Ctrl-C stops it)", highlight=False)
+    client = connect(uri)  # creates a new store safely before the server opens it
+    base = f"http://127.0.0.1:{port}"
+    console.print(f"MLflow UI for {uri} on {base} (Ctrl-C stops it)", highlight=False)
+    for experiment in client.search_experiments():
+        if VIEW_TAG in experiment.tags:
+            console.print(
+                f"{experiment.name}: {designs_link(base, experiment.experiment_id)}", highlight=False
+            )
     command = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", "127.0.0.1"]
     os.execv(sys.executable, [*command, "--port", str(port)])
 
@@ -581,13 +623,12 @@ def embed_command(
     ] = None,
 ) -> None:
     """Pooled features of every cell, PCA / t-SNE (/ UMAP) plots and TensorBoard projector files."""
-    import mlflow
-
+    from ifcml.experiments.tracking import connect
     from ifcml.experiments.tracking import tracking_uri as default_uri
     from ifcml.models.embed import embed
     from ifcml.models.inference import load_for_inference
 
-    mlflow.set_tracking_uri(default_uri(tracking_uri))
+    connect(default_uri(tracking_uri))
     network = load_for_inference(model, _names(channels))
     opened = CellStore(store)
     with cell_progress(opened.n_cells, "embed") as update:
@@ -595,6 +636,15 @@ def embed_command(
     written = ", ".join(result["written"])
     console.print(f"{result['cells']} cells x {result['dimensions']} dimensions -> {out}: {written}")
     console.print(f"projector: .venv/bin/tensorboard --logdir {out / 'projector'}", highlight=False)
+
+
+def _print_ui(uri: str, experiment_id: str) -> None:
+    """Where to compare the designs in the MLflow UI (and how to start it for a local store)."""
+    from ifcml.experiments.mlflow_ui import designs_link, ui_base
+
+    console.print(f"compare in the MLflow UI: {designs_link(ui_base(uri), experiment_id)}", highlight=False)
+    if not uri.startswith(("http://", "https://")):
+        console.print(f"  (start it with: .venv/bin/ifcml ui --tracking-uri {uri})", highlight=False)
 
 
 def _warn(message: str) -> None:

@@ -50,9 +50,9 @@ class Exported:
     confounded: str | None  # why the design's metric cannot be trusted, when it cannot
 
 
-def best_design(experiment: str, metric: str, model: str | None = None) -> pd.Series:
+def best_design(client: MlflowClient, experiment: str, metric: str, model: str | None = None) -> pd.Series:
     """The finished parent run of ``experiment`` (of ``model`` only, if given) best by ``metric``."""
-    top, _ = design_runs(experiment)
+    top = design_runs(client, experiment)
     if model is not None:
         if model not in set(top["tags.model"]):
             known = ", ".join(sorted(set(top["tags.model"])))
@@ -68,6 +68,7 @@ def best_design(experiment: str, metric: str, model: str | None = None) -> pd.Se
 
 
 def export_model(
+    client: MlflowClient,
     experiment: str,
     metric: str,
     out: Path,
@@ -80,11 +81,11 @@ def export_model(
     out = Path(out)
     if out.exists():
         raise InputError(f"{out}: already exists; export to another --out or remove it first")
-    best = best_design(experiment, metric, model)
+    best = best_design(client, experiment, metric, model)
     run_id = best["run_id"]
     with tempfile.TemporaryDirectory() as tmp:
         try:
-            inner = mlflow.artifacts.download_artifacts(f"runs:/{run_id}/model", dst_path=tmp)
+            inner = client.download_artifacts(run_id, "model", tmp)
         except Exception as exc:  # mlflow raises several kinds for a missing artifact
             raise InputError(f"run {run_id}: has no model to export ({exc})") from exc
         trained = Model.load(inner).metadata or {}
@@ -98,7 +99,7 @@ def export_model(
             "ifcml_version": ifcml.__version__,
             "experiment": experiment,
             "source_run_id": run_id,
-            "tracking_uri": mlflow.get_tracking_uri(),
+            "tracking_uri": client.tracking_uri,
             "model": best["tags.model"],
             "channel_set": best["tags.channel_set"],
             "metric": metric,
@@ -121,7 +122,9 @@ def export_model(
             warnings.filterwarnings("ignore", ".*An input example was not provided")
             mlflow.pyfunc.save_model(staging, **arguments)
             os.replace(staging, out)
-            registered = _register(experiment, run_id, register, alias, arguments) if register else None
+            registered = (
+                _register(client, experiment, run_id, register, alias, arguments) if register else None
+            )
     confounded = metadata["confounded"] if metadata["confounded"] not in ("no", None) else None
     return Exported(
         out, run_id, metadata["model"], metadata["channel_set"], metric, metadata["metric_value"], registered,
@@ -143,11 +146,13 @@ def pinned_requirements() -> list[str]:
     return pins
 
 
-def _register(experiment: str, run_id: str, name: str, alias: str, arguments: dict) -> str:
+def _register(
+    client: MlflowClient, experiment: str, run_id: str, name: str, alias: str, arguments: dict
+) -> str:
     """Log the same model in a run of ``experiment`` (tag kind=export), register it, set the alias."""
-    experiment_id = mlflow.get_experiment_by_name(experiment).experiment_id
+    experiment_id = client.get_experiment_by_name(experiment).experiment_id
     tags = {"kind": "export", "ifcml.exported_from": run_id}
     with mlflow.start_run(experiment_id=experiment_id, run_name=f"export of {run_id}", tags=tags):
         info = mlflow.pyfunc.log_model(name="model", registered_model_name=name, **arguments)
-    MlflowClient().set_registered_model_alias(name, alias, info.registered_model_version)
+    client.set_registered_model_alias(name, alias, info.registered_model_version)
     return f"models:/{name}@{alias}"

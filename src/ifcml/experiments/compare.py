@@ -1,10 +1,12 @@
 """``ifcml compare``: the comparison table and a self-contained HTML report, read from MLflow.
 
 Everything comes back from the tracking server (parent runs' metrics and artifacts, fold runs'
-per-instance accuracy), so the report can be made anywhere the experiment is reachable. The
-figures follow the paper: per-instance accuracy per channel set, pooled confusion matrices,
-predicted vs reference positive-class fraction with the 25 % and 10 % cutoffs, and the
-network's embedding where one was logged.
+per-instance accuracy), so the report can be made anywhere the experiment is reachable. Designs
+and folds are read by filters that name exactly them, once, page after page: time and memory
+grow with designs and folds, never with trials. The figures follow the paper: per-instance
+accuracy per channel set, pooled confusion matrices, predicted vs reference positive-class
+fraction with the 25 % and 10 % cutoffs, and the network's embedding where one was logged. An
+artifact that is missing is a note in the report, not a failure.
 """
 
 from __future__ import annotations
@@ -19,106 +21,137 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-import mlflow  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+from mlflow.entities import Run  # noqa: E402
 from mlflow.tracking import MlflowClient  # noqa: E402
 
 from ifcml.errors import InputError  # noqa: E402
 from ifcml.experiments.metrics import CUTOFFS  # noqa: E402
-
-COLUMNS = {
-    "metrics.balanced_accuracy": "balanced accuracy",
-    "metrics.balanced_accuracy_ci_low": "BA CI low",
-    "metrics.balanced_accuracy_ci_high": "BA CI high",
-    "metrics.instance_accuracy_mean": "instance accuracy mean",
-    "metrics.instance_accuracy_median": "instance accuracy median",
-    "metrics.instance_accuracy_ci_low": "instance CI low",
-    "metrics.instance_accuracy_ci_high": "instance CI high",
-    "metrics.readout_mae": "readout error",
-    "metrics.sensitivity_25pct": "sens 25%",
-    "metrics.specificity_25pct": "spec 25%",
-    "metrics.sensitivity_10pct": "sens 10%",
-    "metrics.specificity_10pct": "spec 10%",
-    "metrics.train_seconds": "train s",
-    "metrics.predict_seconds_per_cell": "predict s/cell",
-}
+from ifcml.experiments.mlflow_ui import DESIGN_METRICS, DESIGNS_FILTER, designs_link, ui_base  # noqa: E402
+from ifcml.experiments.tracking import search_all  # noqa: E402
 
 
-def design_runs(experiment: str) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(finished (model, channel set) parent runs, all runs of ``experiment``)."""
-    runs = mlflow.search_runs(experiment_names=[experiment])
-    if runs.empty:
-        raise InputError(f"no runs in MLflow experiment {experiment!r} at {mlflow.get_tracking_uri()}")
-    top = runs[runs["tags.mlflow.parentRunId"].isna() & (runs["status"] == "FINISHED")]
-    if "tags.kind" in top:  # exports (ifcml export --register) are not designs
-        top = top[top["tags.kind"].isna()]
-    if top.empty:
+def design_runs(client: MlflowClient, experiment: str) -> pd.DataFrame:
+    """One row per finished design (top-level run, exports excluded) of ``experiment``, in
+    ``mlflow.search_runs``' column names (``metrics.*``, ``params.*``, ``tags.*``)."""
+    found = client.get_experiment_by_name(experiment)
+    if found is None:
+        raise InputError(f"no MLflow experiment {experiment!r} at {client.tracking_uri}")
+    runs = search_all(client, [found.experiment_id], f"{DESIGNS_FILTER} and attributes.status = 'FINISHED'")
+    if not runs:
         raise InputError(f"experiment {experiment!r} has no finished (model, channel set) runs yet")
-    return top, runs
+    return pd.DataFrame([_flat(run) for run in runs])
 
 
-def comparison(experiment: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+def fold_runs(client: MlflowClient, designs: pd.DataFrame) -> pd.DataFrame:
+    """Held-out unit, accuracy and design run id of every finished fold under ``designs``."""
+    if designs.empty:
+        return pd.DataFrame(columns=["run_id", "held_out", "accuracy"])
+    experiment = designs["experiment_id"].iloc[0]
+    runs = search_all(client, [experiment], "tags.held_out IS NOT NULL and attributes.status = 'FINISHED'")
+    wanted = set(designs["run_id"])
+    rows = [
+        {
+            "run_id": parent,
+            "held_out": run.data.tags["held_out"],
+            "accuracy": run.data.metrics.get("accuracy"),
+        }
+        for run in runs
+        if (parent := run.data.tags.get("mlflow.parentRunId")) in wanted
+    ]
+    return pd.DataFrame(rows, columns=["run_id", "held_out", "accuracy"])
+
+
+def comparison(client: MlflowClient, experiment: str) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(one row per finished (model, channel set) parent run, one row per held-out fold run)."""
-    top, runs = design_runs(experiment)
-    table = top[["run_id", "tags.model", "tags.channel_set", "tags.branch", "tags.confounded"]].copy()
-    table.columns = ["run_id", "model", "channel set", "branch", "confounded"]
-    for column, name in COLUMNS.items():
-        table[name] = top[column] if column in top else np.nan
+    top = design_runs(client, experiment)
+    table = pd.DataFrame({"run_id": top["run_id"]})
+    for tag, name in {"model": "model", "channel_set": "channel set", "branch": "branch"}.items():
+        table[name] = top.get(f"tags.{tag}")
+    table["confounded"] = top.get("tags.confounded")
+    for metric, name in DESIGN_METRICS.items():
+        table[name] = top.get(f"metrics.{metric}", np.nan)
     table = table.sort_values(["channel set", "balanced accuracy"], ascending=[True, False])
-    folds = runs[runs["tags.mlflow.parentRunId"].isin(top["run_id"]) & runs["tags.held_out"].notna()]
-    folds = folds[["tags.mlflow.parentRunId", "tags.held_out", "metrics.accuracy"]]
-    folds.columns = ["run_id", "held_out", "accuracy"]
-    return table.reset_index(drop=True), folds.merge(table[["run_id", "model", "channel set"]], on="run_id")
+    folds = fold_runs(client, top).merge(table[["run_id", "model", "channel set"]], on="run_id")
+    return table.reset_index(drop=True), folds
 
 
-def write_report(experiment: str, out: Path) -> Path:
-    """``comparison.csv`` and ``report.html`` (figures inlined) in ``out``; returns the report."""
-    table, folds = comparison(experiment)
+def write_report(client: MlflowClient, experiment: str, out: Path) -> tuple[Path, pd.DataFrame]:
+    """``comparison.csv`` and ``report.html`` (figures inlined) in ``out``; returns the report
+    and the comparison table."""
+    table, folds = comparison(client, experiment)
     out.mkdir(parents=True, exist_ok=True)
     table.drop(columns=["run_id"]).to_csv(out / "comparison.csv", index=False)
-    artifacts = _artifacts(table["run_id"])
-    figures = {
-        "Per-instance accuracy of held-out units, per channel set": _boxplots(folds),
-        "Pooled confusion matrices (rows: reference, columns: predicted)": _confusions(table, artifacts),
-        "Predicted vs reference fraction per held-out instance": _readout(table, artifacts),
-    }
+    artifacts, notes = _artifacts(client, table)
+    figures = {"Per-instance accuracy of held-out units, per channel set": _boxplots(folds)}
+    if any("confusion" in found for found in artifacts.values()):
+        figures["Pooled confusion matrices (rows: reference, columns: predicted)"] = _confusions(
+            table, artifacts
+        )
+    if any("per_instance" in found for found in artifacts.values()):
+        figures["Predicted vs reference fraction per held-out instance"] = _readout(table, artifacts)
     for _, row in table.iterrows():
         if artifacts[row["run_id"]].get("embedding"):
             title = f"{row['model']} | {row['channel set']}: t-SNE of the final model's pooled features"
             figures[title] = artifacts[row["run_id"]]["embedding"]
     shown = table.drop(columns=["run_id", "confounded"])
+    experiment_id = client.get_experiment_by_name(experiment).experiment_id
     html = TEMPLATE.render(
         experiment=experiment,
-        uri=mlflow.get_tracking_uri(),
+        uri=client.tracking_uri,
+        link=designs_link(ui_base(client.tracking_uri), experiment_id),
         table=shown.to_html(index=False, float_format=lambda v: f"{v:.3f}", na_rep="-", border=0),
         confounded=sorted({c for c in table["confounded"].dropna() if c != "no"}),
+        notes=notes,
         figures=figures,
     )
     report = out / "report.html"
     report.write_text(html)
-    return report
+    return report, table
 
 
-def _artifacts(run_ids) -> dict[str, dict]:
-    client = MlflowClient()
-    found = {}
+def _flat(run: Run) -> dict:
+    """A run as one row with ``mlflow.search_runs``' column names."""
+    info, data = run.info, run.data
+    return {
+        "run_id": info.run_id,
+        "experiment_id": info.experiment_id,
+        "status": info.status,
+        "start_time": info.start_time,
+        **{f"metrics.{k}": v for k, v in data.metrics.items()},
+        **{f"params.{k}": v for k, v in data.params.items()},
+        **{f"tags.{k}": v for k, v in data.tags.items()},
+    }
+
+
+ARTIFACTS = {  # what the report reads from each design's run
+    "confusion": "confusion_matrix.csv",
+    "per_instance": "per_instance.csv",
+    "embedding": "embedding_tsne.png",
+}
+
+
+def _artifacts(client: MlflowClient, table: pd.DataFrame) -> tuple[dict[str, dict], list[str]]:
+    """Each design's report artifacts, and a note for each one that should be there and is not
+    (the embedding belongs to networks only)."""
+    found, notes = {}, []
     with tempfile.TemporaryDirectory() as tmp:
-        for run in run_ids:
+        for _, row in table.iterrows():
+            run, entry = row["run_id"], {}
             names = {a.path for a in client.list_artifacts(run)}
-            entry = {}
-            if "confusion_matrix.csv" in names:
-                entry["confusion"] = pd.read_csv(
-                    client.download_artifacts(run, "confusion_matrix.csv", tmp), index_col=0
-                )
-            if "per_instance.csv" in names:
-                entry["per_instance"] = pd.read_csv(client.download_artifacts(run, "per_instance.csv", tmp))
-            if "embedding_tsne.png" in names:
-                entry["embedding"] = _encode(
-                    Path(client.download_artifacts(run, "embedding_tsne.png", tmp)).read_bytes()
-                )
+            for key, name in ARTIFACTS.items():
+                if name not in names:
+                    if key != "embedding":
+                        notes.append(f"{row['model']} | {row['channel set']} (run {run}): no {name}")
+                    continue
+                path = client.download_artifacts(run, name, tmp)
+                if key == "embedding":
+                    entry[key] = _encode(Path(path).read_bytes())
+                else:
+                    entry[key] = pd.read_csv(path, index_col=0 if key == "confusion" else None)
             found[run] = entry
-    return found
+    return found, notes
 
 
 def _boxplots(folds: pd.DataFrame) -> str:
@@ -216,8 +249,11 @@ th { background: #f3f3f3; }
 img { max-width: 100%; }
 </style></head><body>
 <h1>ifcml comparison: {{ experiment }}</h1>
-<p>Read from MLflow at <code>{{ uri }}</code>. Metrics are over held-out units only.</p>
+<p>Read from MLflow at <code>{{ uri }}</code>. Metrics are over held-out units only.
+The same designs in the MLflow UI: <a href="{{ link }}">{{ link }}</a>.</p>
 {% for message in confounded %}<p class="warning">{{ message }}</p>{% endfor %}
+{% if notes %}<h2>Missing from MLflow</h2>
+<ul>{% for note in notes %}<li>{{ note }}</li>{% endfor %}</ul>{% endif %}
 <h2>Models x channel sets</h2>
 {{ table | safe }}
 {% for title, image in figures.items() %}<h2>{{ title }}</h2><img alt="{{ title }}" src="{{ image }}">

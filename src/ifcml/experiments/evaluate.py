@@ -20,6 +20,7 @@ from ifcml.features.recipe import Pruning
 from ifcml.features.table import CELL, FAILED, INSTANCE, LABEL, feature_columns
 from ifcml.models.classical import ModelSpec, fit
 from ifcml.models.tuning import Trial, tune
+from ifcml.progress import SILENT, Progress
 
 
 @dataclass
@@ -78,6 +79,7 @@ def train(
     seed: int,
     max_evals: int,
     classes: list[str],
+    progress: Progress = SILENT,
 ) -> Trained:
     """Prune, balance, tune and fit using ``rows`` of ``table`` and nothing else."""
     cells = table.iloc[rows]
@@ -85,7 +87,8 @@ def train(
     if spec.balance == "undersample":
         rows = rows[undersample_per_instance(cells, np.arange(len(cells)), seed)]
     x, y = _design(table, rows, kept, classes)
-    params, trials = tune(spec, x.to_numpy(), y, table[INSTANCE].to_numpy()[rows], seed, max_evals)
+    groups = table[INSTANCE].to_numpy()[rows]
+    params, trials = tune(spec, x.to_numpy(), y, groups, seed, max_evals, progress)
     return Trained(fit(spec, params, seed, x, y), kept, params, trials, rows)
 
 
@@ -98,10 +101,11 @@ def run_fold(
     seed: int,
     max_evals: int,
     classes: list[str],
+    progress: Progress = SILENT,
 ) -> FoldResult:
     """Train on ``fold.train`` (see :func:`train`); predict ``fold.test``."""
     started = time.perf_counter()
-    trained = train(table, fold.train, spec, features, pruning, seed, max_evals, classes)
+    trained = train(table, fold.train, spec, features, pruning, seed, max_evals, classes, progress)
     fitted = time.perf_counter()
     test = table.iloc[fold.test]
     predicted = np.asarray(classes)[trained.model.predict(test[trained.features])]

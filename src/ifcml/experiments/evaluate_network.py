@@ -23,6 +23,7 @@ from ifcml.experiments.evaluate import FoldResult, Trained
 from ifcml.experiments.splits import Fold
 from ifcml.features.table import CELL, INSTANCE, LABEL
 from ifcml.models.deep import predict_proba, train_network
+from ifcml.progress import SILENT, Progress
 
 if TYPE_CHECKING:  # run.py imports this module when a design is a network
     from ifcml.experiments.run import Prepared
@@ -33,7 +34,7 @@ def store_cells_table(cells: pd.DataFrame) -> pd.DataFrame:
     return cells.rename(columns=lambda column: f"Metadata_{column}")
 
 
-def train_on(design: Prepared, rows: np.ndarray, seed: int) -> Trained:
+def train_on(design: Prepared, rows: np.ndarray, seed: int, progress: Progress = SILENT) -> Trained:
     """A network trained on ``rows`` of the design's cells table (checkpointed in its folder)."""
     table, channels = design.table, design.channels
     positions = table[CELL].to_numpy()[rows]  # cell ids = store rows: where the crops are
@@ -48,6 +49,7 @@ def train_on(design: Prepared, rows: np.ndarray, seed: int) -> Trained:
         seed,
         design.checkpoints / fingerprint,
         fingerprint,
+        progress,
     )
     details = {
         "epochs": len(trained.history.get("loss", [])),
@@ -57,10 +59,10 @@ def train_on(design: Prepared, rows: np.ndarray, seed: int) -> Trained:
     return Trained(trained.model, channels, {}, [], trained.rows, trained.history, details)
 
 
-def run_network_fold(design: Prepared, fold: Fold, seed: int) -> FoldResult:
+def run_network_fold(design: Prepared, fold: Fold, seed: int, progress: Progress = SILENT) -> FoldResult:
     """Train on ``fold.train`` (see :func:`train_on`); predict ``fold.test`` with probabilities."""
     started = time.perf_counter()
-    trained = train_on(design, fold.train, seed)
+    trained = train_on(design, fold.train, seed, progress)
     fitted = time.perf_counter()
     test = design.table.iloc[fold.test]
     probabilities = predict_proba(

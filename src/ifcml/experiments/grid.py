@@ -7,6 +7,14 @@ experiment's data, the model's spec, the channels, the split and the seed), stor
 so a re-run skips what MLflow already holds as finished and redoes the rest: a killed grid
 resumes. A failing task is recorded as a FAILED run with its error and the others go on.
 Tasks run in-process, on local processes, or on an existing Dask cluster (:mod:`ifcml.executors`).
+
+Several grids may share one tracking store, and two may run the same spec at once: claims go
+through MLflow, never the local disk, so they hold for a tracking server too. A design's
+parent is the earliest top-level run with its key (a grid that opened a second one deletes
+its own and joins the first); a fold run names its owner process (``host:pid``), so a resuming
+grid leaves the runs of a live grid on this host alone and takes over those of dead ones; two
+finished runs of one fold keep the earliest. Every search names exactly what it wants and
+reads every page, so nothing depends on how many runs a design has.
 """
 
 from __future__ import annotations
@@ -19,7 +27,7 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from functools import lru_cache
 
-import mlflow
+from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
@@ -29,10 +37,21 @@ from ifcml.experiments.evaluate import LABEL, Evaluation
 from ifcml.experiments.run import Prepared, prepare, run_name, run_params, run_tags
 from ifcml.experiments.spec import ExperimentSpec
 from ifcml.experiments.splits import confound_check
-from ifcml.experiments.tracking import fail_run, log_fold, read_fold, use_experiment
+from ifcml.experiments.tracking import (
+    DESIGN_TAG,
+    TASK_TAG,
+    connect,
+    fail_run,
+    finish_fold,
+    fold_progress,
+    open_fold,
+    owner_alive,
+    read_fold,
+    search_all,
+    use_experiment,
+)
 from ifcml.models.network_spec import NetworkSpec
 
-DESIGN_TAG, TASK_TAG = "ifcml.design", "ifcml.task"
 FINAL = "final"
 
 
@@ -52,11 +71,13 @@ class Task:
 @dataclass
 class GridReport:
     experiment: str
+    experiment_id: str
     tracking_uri: str
     done: int
     skipped: int
     failed: list[str]  # "task key: error"
     confounds: list[str]
+    elsewhere: int = 0  # tasks a live grid on this host is running: left to it
 
 
 def run_grid(
@@ -68,12 +89,11 @@ def run_grid(
     on_total: Callable[[int], None] | None = None,
 ) -> GridReport:
     """Run every task of ``spec`` not yet finished in MLflow at ``uri``."""
-    mlflow.set_tracking_uri(uri)
-    client = MlflowClient()
-    experiment_id = use_experiment(spec.name)
+    client = connect(uri)
+    experiment_id = use_experiment(client, spec.name)
     confounds: set[str] = set()
     plans = []  # (design tasks, final task)
-    skipped = 0
+    skipped = elsewhere = 0
     for m in range(len(spec.model_specs())):
         for channel_set in spec.channel_sets:
             prepared = _prepared(spec, m, channel_set)
@@ -85,16 +105,25 @@ def run_grid(
             if parent is not None and parent.info.status == "FINISHED":
                 skipped += len(design_folds) + 1
                 continue
-            parent_id = parent.info.run_id if parent else _open(spec, prepared, channel_set, reports, design)
-            finished = _finished_folds(client, experiment_id, parent_id)
+            if parent is None:
+                _open(spec, prepared, channel_set, reports, design)
+                parent = _find_parent(
+                    client, experiment_id, design
+                )  # the earliest, if another grid opened one
+            finished, running = _fold_states(client, experiment_id, parent.info.run_id)
             folds = []
             for fold in design_folds:
                 key = f"{design}/{fold.name}"
                 if key in finished:
                     skipped += 1
+                elif key in running:
+                    elsewhere += 1
                 else:
-                    folds.append(Task(spec, m, channel_set, fold.name, key, parent_id, uri))
-            plans.append((folds, Task(spec, m, channel_set, FINAL, f"{design}/{FINAL}", parent_id, uri)))
+                    folds.append(Task(spec, m, channel_set, fold.name, key, parent.info.run_id, uri))
+            if any(f"{design}/{fold.name}" in running for fold in design_folds):
+                continue  # the grid running those folds pools the design
+            final = Task(spec, m, channel_set, FINAL, f"{design}/{FINAL}", parent.info.run_id, uri)
+            plans.append((folds, final))
     if on_total:
         on_total(sum(len(folds) + 1 for folds, _ in plans))
     failed, done = [], 0
@@ -123,12 +152,12 @@ def run_grid(
                         needed.discard(task.key)
                         if error:  # the design cannot be pooled; its parent says why
                             del waiting[final_key]
-                            fail_run(final.parent, f"held-out {task.fold} failed: {error}")
+                            fail_run(client, final.parent, f"held-out {task.fold} failed: {error}")
                         elif not needed:
                             del waiting[final_key]
                             submit(final)
                 break  # re-enter as_completed with the newly submitted futures
-    return GridReport(spec.name, uri, done, skipped, failed, sorted(confounds))
+    return GridReport(spec.name, experiment_id, uri, done, skipped, failed, sorted(confounds), elsewhere)
 
 
 def prepare_data(
@@ -177,33 +206,57 @@ def prepare_data(
 
 def run_task(task: Task) -> str | None:
     """Run one task; its error message when it fails (also recorded in MLflow), else None."""
-    mlflow.set_tracking_uri(task.uri)
+    client = connect(task.uri)
+    run = None
     try:
         prepared = _prepared(task.spec, task.model, task.channel_set)
         if task.fold == FINAL:
-            _finish(task, prepared)
-        else:
-            fold = next(f for f in prepared.folds(task.spec.split, task.spec.seed) if f.name == task.fold)
-            result = prepared.run_fold(fold, task.spec.seed, task.spec.max_evals)
-            log_fold(task.parent, result, prepared.classes, _tags_of(task, prepared), {TASK_TAG: task.key})
+            _finish(client, task, prepared)
+            return None
+        fold = next(f for f in prepared.folds(task.spec.split, task.spec.seed) if f.name == task.fold)
+        run = open_fold(client, task.parent, fold.name, {**_tags_of(task, prepared), TASK_TAG: task.key})
+        progress, epochs = fold_progress(client, run)
+        result = prepared.run_fold(fold, task.spec.seed, task.spec.max_evals, progress)
+        finish_fold(client, run, result, prepared.classes, epochs, task.spec.log_trials)
+        _keep_earliest(client, task)
         return None
     except Exception as exc:  # recorded, and the grid goes on with the other tasks
         message = f"{type(exc).__name__}: {exc}"
-        _record_failure(task, message, traceback.format_exc())
+        _record_failure(client, task, run, message, traceback.format_exc())
         return message
 
 
-def _finish(task: Task, prepared: Prepared) -> None:
-    client = MlflowClient()
-    runs = client.search_runs(
-        [client.get_run(task.parent).info.experiment_id],
-        f"tags.{MLFLOW_PARENT_RUN_ID} = '{task.parent}' and attributes.status = 'FINISHED'",
-    )
-    by_fold = {run.data.tags.get("held_out"): run.info.run_id for run in runs if TASK_TAG in run.data.tags}
+def _finish(client: MlflowClient, task: Task, prepared: Prepared) -> None:
+    by_fold = _finished_by_fold(client, task.parent)
     folds = prepared.folds(task.spec.split, task.spec.seed)
     evaluation = Evaluation(prepared.spec.name, prepared.classes)
-    evaluation.folds = [read_fold(by_fold[fold.name]) for fold in folds]
+    evaluation.folds = [read_fold(client, by_fold[fold.name].info.run_id) for fold in folds]
     prepared.close_run(task.parent, evaluation, task.spec.seed, task.spec.max_evals, task.spec.positive)
+
+
+def _children(client: MlflowClient, parent: str, status: str | None = None) -> list[Run]:
+    """Every run nested under ``parent`` (of ``status`` only, if given), all pages."""
+    experiment = client.get_run(parent).info.experiment_id
+    where = f"tags.{MLFLOW_PARENT_RUN_ID} = '{parent}'"
+    if status:
+        where += f" and attributes.status = '{status}'"
+    return search_all(client, [experiment], where)
+
+
+def _finished_by_fold(client: MlflowClient, parent: str) -> dict[str, Run]:
+    """Held-out unit -> its earliest finished task run under ``parent``."""
+    runs = [r for r in _children(client, parent, "FINISHED") if TASK_TAG in r.data.tags]
+    by_fold = {}
+    for run in sorted(runs, key=lambda r: (r.info.start_time, r.info.run_id), reverse=True):
+        by_fold[run.data.tags["held_out"]] = run
+    return by_fold
+
+
+def _keep_earliest(client: MlflowClient, task: Task) -> None:
+    """Of two finished runs of one task (two grids at once), the earliest stays."""
+    twins = [r for r in _children(client, task.parent, "FINISHED") if r.data.tags.get(TASK_TAG) == task.key]
+    for late in sorted(twins, key=lambda r: (r.info.start_time, r.info.run_id))[1:]:
+        client.delete_run(late.info.run_id)
 
 
 def _prepared(spec: ExperimentSpec, model: int, channel_set: str) -> Prepared:
@@ -247,27 +300,43 @@ def _tags_of(task: Task, prepared: Prepared) -> dict[str, str]:
     }
 
 
-def _find_parent(client: MlflowClient, experiment_id: str, design: str):
-    runs = client.search_runs([experiment_id], f"tags.`{DESIGN_TAG}` = '{design}'")
-    parents = [r for r in runs if MLFLOW_PARENT_RUN_ID not in r.data.tags]
+def _find_parent(client: MlflowClient, experiment_id: str, design: str) -> Run | None:
+    """The design's parent: a finished one, else the earliest (the one every grid agrees on)."""
+    where = f"tags.`{DESIGN_TAG}` = '{design}' and tags.{MLFLOW_PARENT_RUN_ID} IS NULL"
+    parents = sorted(
+        search_all(client, [experiment_id], where), key=lambda r: (r.info.start_time, r.info.run_id)
+    )
+    if not parents:
+        return None
     finished = [r for r in parents if r.info.status == "FINISHED"]
-    return (finished or parents or [None])[0]
+    chosen = (finished or parents)[0]
+    for other in parents:  # a parent opened by a grid that lost the race
+        if other is not chosen and other.info.status == "RUNNING" and not _has_children(client, other):
+            client.delete_run(other.info.run_id)
+    return chosen
 
 
-def _finished_folds(client: MlflowClient, experiment_id: str, parent: str) -> set[str]:
-    """Task keys of this parent's finished folds; unfinished leftovers (killed or failed) are
-    deleted so that they are neither pooled nor shown twice."""
-    runs = client.search_runs([experiment_id], f"tags.{MLFLOW_PARENT_RUN_ID} = '{parent}'")
-    finished = set()
-    for run in runs:
+def _has_children(client: MlflowClient, run: Run) -> bool:
+    where = f"tags.{MLFLOW_PARENT_RUN_ID} = '{run.info.run_id}'"
+    return bool(client.search_runs([run.info.experiment_id], where, max_results=1))
+
+
+def _fold_states(client: MlflowClient, experiment_id: str, parent: str) -> tuple[set[str], set[str]]:
+    """(task keys of this parent's finished folds, those a live process on this host is
+    running); other unfinished leftovers (killed or failed) are deleted so that they are
+    neither pooled nor shown twice."""
+    finished, running = set(), set()
+    for run in _children(client, parent):
         key = run.data.tags.get(TASK_TAG)
         if key is None:
             continue
-        if run.info.status == "FINISHED" and key not in finished:
+        if run.info.status == "FINISHED":
             finished.add(key)
+        elif run.info.status == "RUNNING" and owner_alive(run):
+            running.add(key)
         else:
             client.delete_run(run.info.run_id)
-    return finished
+    return finished, running - finished
 
 
 def _open(spec: ExperimentSpec, prepared: Prepared, channel_set: str, reports, design: str) -> str:
@@ -276,17 +345,14 @@ def _open(spec: ExperimentSpec, prepared: Prepared, channel_set: str, reports, d
     return prepared.open_run(spec.name, run_name(prepared, channel_set), tags, params)
 
 
-def _record_failure(task: Task, message: str, trace: str) -> None:
-    """A FAILED run for the task (nested under its design) with the error as a tag and a file."""
-    client = MlflowClient()
+def _record_failure(client: MlflowClient, task: Task, run: str | None, message: str, trace: str) -> None:
+    """The task's run (made now if it failed before its run began) ends FAILED with the error
+    as a tag and the traceback as a file; a failed final step fails the design's parent."""
     if task.fold == FINAL:
-        fail_run(task.parent, message)
+        fail_run(client, task.parent, message)
         return
-    parent = client.get_run(task.parent)
-    run = client.create_run(
-        parent.info.experiment_id,
-        run_name=f"held-out {task.fold} (failed)",
-        tags={MLFLOW_PARENT_RUN_ID: task.parent, TASK_TAG: task.key},
-    ).info.run_id
+    if run is None:
+        run = open_fold(client, task.parent, task.fold, {TASK_TAG: task.key})
+    client.set_tag(run, "mlflow.runName", f"held-out {task.fold} (failed)")
     client.log_text(run, trace, "error.txt")
-    fail_run(run, message)
+    fail_run(client, run, message)

@@ -15,7 +15,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import mlflow
 import numpy as np
 import pandas as pd
 
@@ -32,13 +31,23 @@ from ifcml.experiments.evaluate import (
     usable_cells,
 )
 from ifcml.experiments.splits import ConfoundReport, Fold, confound_check, make_folds
-from ifcml.experiments.tracking import close_parent, fail_run, log_fold, open_parent, tracking_uri
+from ifcml.experiments.tracking import (
+    close_parent,
+    connect,
+    fail_run,
+    finish_fold,
+    fold_progress,
+    open_fold,
+    open_parent,
+    tracking_uri,
+)
 from ifcml.features.naming import columns_for_channels
 from ifcml.features.recipe import Pruning
 from ifcml.features.table import feature_columns, read_features, table_manifest
 from ifcml.models.classical import ModelSpec
 from ifcml.models.network_spec import NetworkSpec
 from ifcml.models.registry import load_model_spec
+from ifcml.progress import SILENT, Progress
 
 Relabel = Callable[[pd.DataFrame], pd.DataFrame]  # merges / subsets the Metadata_label column
 
@@ -47,6 +56,7 @@ Relabel = Callable[[pd.DataFrame], pd.DataFrame]  # merges / subsets the Metadat
 class TrainResult:
     run_id: str
     tracking_uri: str
+    experiment_id: str
     metrics: dict
     confounds: list[ConfoundReport]
 
@@ -78,13 +88,17 @@ class Prepared:
     def folds(self, split: str, seed: int) -> list[Fold]:
         return make_folds(self.table, split, seed)
 
-    def run_fold(self, fold: Fold, seed: int, max_evals: int | None) -> FoldResult:
+    def run_fold(
+        self, fold: Fold, seed: int, max_evals: int | None, progress: Progress = SILENT
+    ) -> FoldResult:
         if isinstance(self.spec, NetworkSpec):
             from ifcml.experiments.evaluate_network import run_network_fold
 
-            return run_network_fold(self, fold, seed)
+            return run_network_fold(self, fold, seed, progress)
         budget = max_evals or self.spec.max_evals
-        return run_fold(self.table, fold, self.spec, self.features, self.pruning, seed, budget, self.classes)
+        return run_fold(
+            self.table, fold, self.spec, self.features, self.pruning, seed, budget, self.classes, progress
+        )
 
     def figures(self, final: Trained, seed: int) -> dict:
         """Figures of the final model for its parent run: the network's embedding of the cells it
@@ -97,16 +111,24 @@ class Prepared:
         cells, labels = self.table[CELL].to_numpy(), self.table[LABEL].to_numpy()
         return {"embedding_tsne.png": embedding_figure(final.model, self.crops, cells, labels, title, seed)}
 
-    def final(self, seed: int, max_evals: int | None) -> Trained:
+    def final(self, seed: int, max_evals: int | None, progress: Progress = SILENT) -> Trained:
         """Refit on every usable cell (tuned, for classical models, by inner CV over all instances)."""
         everything = np.arange(len(self.table))
         if isinstance(self.spec, NetworkSpec):
             from ifcml.experiments.evaluate_network import train_on
 
-            return train_on(self, everything, seed)
+            return train_on(self, everything, seed, progress)
         budget = max_evals or self.spec.max_evals
         return train(
-            self.table, everything, self.spec, self.features, self.pruning, seed, budget, self.classes
+            self.table,
+            everything,
+            self.spec,
+            self.features,
+            self.pruning,
+            seed,
+            budget,
+            self.classes,
+            progress,
         )
 
     def open_run(self, experiment: str, name: str, tags: dict[str, str], params: dict) -> str:
@@ -114,11 +136,17 @@ class Prepared:
         return open_parent(experiment, name, tags, params, self.table, self.source, self.digest[:36])
 
     def close_run(
-        self, parent: str, evaluation: Evaluation, seed: int, max_evals: int | None, positive: str
+        self,
+        parent: str,
+        evaluation: Evaluation,
+        seed: int,
+        max_evals: int | None,
+        positive: str,
+        progress: Progress = SILENT,
     ) -> dict:
         """Refit on every usable cell, record it with the pooled ``evaluation`` on ``parent`` and
         finish that run; returns the pooled metrics. Checkpoints are no longer needed then."""
-        final = self.final(seed, max_evals)
+        final = self.final(seed, max_evals, progress)
         summary = close_parent(
             parent, evaluation, positive=positive, seed=seed, spec=self.spec.model_dump(mode="json"),
             final=final, dataset=self.table, inputs=self.inputs, figures=self.figures(final, seed),
@@ -142,6 +170,18 @@ def prepare(
     return _prepare_classical(data, spec, channels, relabel, pruning or Pruning())
 
 
+@dataclass(frozen=True)
+class Watch:
+    """What ``ifcml train`` shows while it works: ``folds(names)`` once the split is known,
+    ``fold(name)`` as each held-out unit starts (``"final"`` for the refit), ``progress`` for
+    its trials and epochs, and ``confound(message)`` for each warning."""
+
+    folds: Callable[[list[str]], None] = lambda names: None
+    fold: Callable[[str], None] = lambda name: None
+    progress: Progress = SILENT
+    confound: Callable[[str], None] = lambda message: None
+
+
 def run_model(
     data: Path | str,
     model: str | ModelSpec | NetworkSpec,
@@ -155,9 +195,14 @@ def run_model(
     experiment: str = "ifcml",
     uri: str | None = None,
     positive: str = "leukemic",
-    on_confound: Callable[[str], None] | None = None,
+    log_trials: bool = False,
+    watch: Watch = Watch(),
 ) -> TrainResult:
-    """Evaluate ``model`` (a name in models/, a YAML path or a spec) on ``data`` and log it."""
+    """Evaluate ``model`` (a name in models/, a YAML path or a spec) on ``data`` and log it.
+
+    The design's run exists from the first step: each held-out unit's run opens when its
+    training starts and is fed as it goes (trials, epochs), so MLflow shows the work moving.
+    """
     spec = model if isinstance(model, ModelSpec | NetworkSpec) else load_model_spec(model)
     relabel = (lambda table: table[table[LABEL].isin(labels)]) if labels else None
     prepared = prepare(data, spec, channels, relabel, pruning)
@@ -165,24 +210,33 @@ def run_model(
         _check_labels(prepared, labels)
     confounds = confound_check(prepared.table)
     for report in confounds:
-        if on_confound:
-            on_confound(report.message())
-    evaluation = Evaluation(spec.name, prepared.classes)
-    for fold in prepared.folds(split, seed):
-        evaluation.folds.append(prepared.run_fold(fold, seed, max_evals))
+        watch.confound(report.message())
+    folds = prepared.folds(split, seed)
     uri = tracking_uri(uri)
-    mlflow.set_tracking_uri(uri)
+    client = connect(uri)
     tags = run_tags(prepared, split, confounds)
     params = run_params(prepared, split, seed, max_evals, positive)
     parent = prepared.open_run(experiment, run_name(prepared), tags, params)
+    watch.folds([fold.name for fold in folds])
     try:
-        for fold in evaluation.folds:
-            log_fold(parent, fold, prepared.classes, tags)
-        summary = prepared.close_run(parent, evaluation, seed, max_evals, positive)
+        evaluation = Evaluation(spec.name, prepared.classes)
+        for fold in folds:
+            watch.fold(fold.name)
+            run = open_fold(client, parent, fold.name, tags)
+            streamed, epochs = fold_progress(client, run)
+            try:
+                result = prepared.run_fold(fold, seed, max_evals, streamed + watch.progress)
+            except BaseException as exc:
+                fail_run(client, run, f"{type(exc).__name__}: {exc}")
+                raise
+            finish_fold(client, run, result, prepared.classes, epochs, log_trials)
+            evaluation.folds.append(result)
+        watch.fold("final")
+        summary = prepared.close_run(parent, evaluation, seed, max_evals, positive, watch.progress)
     except BaseException as exc:  # the parent says why it stopped instead of staying RUNNING
-        fail_run(parent, f"{type(exc).__name__}: {exc}")
+        fail_run(client, parent, f"{type(exc).__name__}: {exc}")
         raise
-    return TrainResult(parent, uri, summary, confounds)
+    return TrainResult(parent, uri, client.get_run(parent).info.experiment_id, summary, confounds)
 
 
 def run_name(prepared: Prepared, channel_set: str | None = None) -> str:

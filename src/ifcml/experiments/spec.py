@@ -74,6 +74,7 @@ class ExperimentSpec(_Strict):
     max_evals: int | None = Field(None, ge=1)  # classical models' hyperopt budget (default: the spec's)
     seed: int = 0
     positive: str = "leukemic"  # the class whose fraction is the readout
+    log_trials: bool = False  # hyperopt trials as nested MLflow runs too (they are always a table)
 
     @field_validator("channel_sets")
     @classmethod

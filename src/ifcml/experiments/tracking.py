@@ -1,20 +1,27 @@
 """Recording evaluations in MLflow, the same way for every model and branch.
 
 One parent run per (model, channel set), tagged with the branch; one nested run per held-out
-unit with its tuned parameters and metrics, and under it one nested run per hyperopt trial;
-pooled metrics with bootstrap intervals, the readout, and artifacts on the parent; the model
-refitted on all usable cells, saved in a safe format (scikit-learn through skops with the
-reviewed types below, XGBoost as JSON).
+unit, opened when its work starts and fed as it goes (each hyperopt trial's inner score, each
+epoch's loss), finished with its tuned parameters, best inner score, number of trials and
+metrics; pooled metrics with bootstrap intervals, the readout, and artifacts on the parent; the
+model refitted on all usable cells, saved in a safe format (scikit-learn through skops with the
+reviewed types below, XGBoost as JSON) as a logged model that carries the design's metrics.
+
+Hyperopt trials are rows of a table artifact, not runs (a paper-size grid would otherwise log
+about 12,000 trial runs and bury its 40 designs); ``log_trials`` logs them as nested runs too.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
+import socket
 import tempfile
 import time
 import warnings
 from dataclasses import asdict
+from functools import lru_cache
 from pathlib import Path
 
 import matplotlib
@@ -24,18 +31,28 @@ import matplotlib.pyplot as plt  # noqa: E402
 import mlflow  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
-from mlflow.entities import Metric, Param  # noqa: E402
+from mlflow.entities import Metric, Param, Run  # noqa: E402
+from mlflow.exceptions import MlflowException  # noqa: E402
 from mlflow.models import infer_signature  # noqa: E402
+from mlflow.models.model import ModelInfo  # noqa: E402
 from mlflow.tracking import MlflowClient  # noqa: E402
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID  # noqa: E402
 from sklearn.metrics import ConfusionMatrixDisplay  # noqa: E402
 
+from ifcml.errors import InputError  # noqa: E402
 from ifcml.experiments import metrics  # noqa: E402
 from ifcml.experiments.evaluate import Evaluation, FoldResult, Trained  # noqa: E402
+from ifcml.experiments.mlflow_ui import designs_view  # noqa: E402
 from ifcml.features.table import LABEL, metadata_columns  # noqa: E402
 from ifcml.models.tuning import Trial  # noqa: E402
+from ifcml.progress import Progress  # noqa: E402
 
 ERROR_TAG = "ifcml.error"  # why a run FAILED
+OWNER_TAG = "ifcml.owner"  # host:pid of the process working on a run
+DESIGN_TAG, TASK_TAG = "ifcml.design", "ifcml.task"  # a grid's design key; a fold's task key
+EXPERIMENT_KIND = "mlflow.experimentKind"  # MLflow 3's UI opens GenAI pages unless it says:
+MODEL_TRAINING = "custom_model_development"
+SEARCH_PAGE = 1000  # runs per search request; every search here goes on to the last page
 
 # Types skops must load besides scikit-learn's estimators: reviewed, nothing that runs code.
 SKOPS_TRUSTED = ["numpy.dtype", "sklearn.tree._tree.Tree"]
@@ -46,17 +63,84 @@ def tracking_uri(explicit: str | None = None) -> str:
     return explicit or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path.cwd() / 'mlflow.db'}"
 
 
-def use_experiment(name: str) -> str:
-    """Make ``name`` the active experiment (created if new) and return its id.
+def connect(uri: str) -> MlflowClient:
+    """A client of the tracking store at ``uri``, which also becomes this process's MLflow
+    default (the fluent API that logs models reads it). A new SQLite store is created under a
+    file lock: MLflow's schema migration breaks the database for good when two processes run
+    it at once."""
+    _create_once(uri)
+    mlflow.set_tracking_uri(uri)
+    return MlflowClient(uri)
+
+
+@lru_cache(maxsize=8)
+def _create_once(uri: str) -> None:
+    if not uri.startswith("sqlite:///"):
+        return
+    database = Path(uri.removeprefix("sqlite:///"))
+    if not database.parent.is_dir():
+        raise InputError(f"{uri}: the folder {database.parent} for the MLflow database does not exist")
+    with open(database.with_name(f"{database.name}.lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        MlflowClient(uri).search_experiments(max_results=1)  # creates or migrates the tables
+
+
+def use_experiment(client: MlflowClient, name: str) -> str:
+    """The id of experiment ``name`` (created if new), marked as a model-training experiment
+    with the designs view (:mod:`ifcml.experiments.mlflow_ui`), and made the active one.
 
     With a SQLite store, a new experiment keeps its artifacts in ``mlartifacts/`` beside the
     database (MLflow's default would be ``./mlruns`` of whatever folder the command ran in).
     """
-    uri = mlflow.get_tracking_uri()
-    if uri.startswith("sqlite:///") and mlflow.get_experiment_by_name(name) is None:
-        folder = Path(uri.removeprefix("sqlite:///")).parent / "mlartifacts"
-        mlflow.create_experiment(name, artifact_location=folder.resolve().as_uri())
-    return mlflow.set_experiment(name).experiment_id
+    experiment = client.get_experiment_by_name(name)
+    if experiment is None:
+        uri = client.tracking_uri
+        location = None
+        if uri.startswith("sqlite:///"):
+            location = (Path(uri.removeprefix("sqlite:///")).parent / "mlartifacts").resolve().as_uri()
+        try:
+            client.create_experiment(name, artifact_location=location)
+        except MlflowException as exc:  # another process created it first
+            if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+                raise
+        experiment = client.get_experiment_by_name(name)
+    wanted = {EXPERIMENT_KIND: MODEL_TRAINING, **designs_view()}
+    for key, value in wanted.items():
+        if experiment.tags.get(key) != value:
+            client.set_experiment_tag(experiment.experiment_id, key, value)
+    mlflow.set_experiment(experiment_id=experiment.experiment_id)
+    return experiment.experiment_id
+
+
+def search_all(client: MlflowClient, experiment_ids: list[str], filter_string: str) -> list[Run]:
+    """Every run matching ``filter_string``, page after page (never one page of results)."""
+    runs, token = [], None
+    while True:
+        page = client.search_runs(experiment_ids, filter_string, max_results=SEARCH_PAGE, page_token=token)
+        runs.extend(page)
+        token = page.token
+        if not token:
+            return runs
+
+
+def owner() -> str:
+    """``host:pid`` of this process, as the :data:`OWNER_TAG` of runs it works on."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def owner_alive(run: Run) -> bool:
+    """Whether the process named in ``run``'s owner tag is running (on this host; a process
+    on another host cannot be checked and counts as gone)."""
+    host, _, pid = run.data.tags.get(OWNER_TAG, "").rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit() or int(pid) == os.getpid():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
 
 
 def summarise(evaluation: Evaluation, positive: str | None, seed: int) -> tuple[dict, pd.DataFrame]:
@@ -91,8 +175,8 @@ def open_parent(
     dataset_digest: str,
 ) -> str:
     """A parent run with its params and dataset, left RUNNING until :func:`close_parent`."""
-    use_experiment(experiment)
-    run = mlflow.start_run(run_name=run_name, tags=tags)
+    experiment_id = use_experiment(MlflowClient(), experiment)
+    run = mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=tags)
     try:
         mlflow.log_params(params)
         with warnings.catch_warnings():  # a local path matches two identical source types; ids are ints
@@ -113,28 +197,59 @@ def open_parent(
     return run.info.run_id
 
 
-def log_fold(
-    parent: str, fold: FoldResult, classes: list[str], tags: dict[str, str], own_tags: dict | None = None
-) -> str:
-    """One held-out unit as a finished run nested under ``parent``, readable by :func:`read_fold`.
-
-    ``tags`` go on the fold's run and its trials' runs, ``own_tags`` on the fold's run only.
+def open_fold(client: MlflowClient, parent: str, name: str, tags: dict[str, str]) -> str:
+    """A RUNNING run for held-out unit ``name``, nested under ``parent``, owned by this process.
 
     Written with the client API (no active-run state), so folds can be logged from any process.
     """
-    client = MlflowClient()
     experiment = client.get_run(parent).info.experiment_id
     run = client.create_run(
         experiment,
-        run_name=f"held-out {fold.name}",
-        tags={**tags, **(own_tags or {}), "held_out": fold.name, MLFLOW_PARENT_RUN_ID: parent},
-    ).info.run_id
+        run_name=f"held-out {name}",
+        tags={**tags, "held_out": name, MLFLOW_PARENT_RUN_ID: parent, OWNER_TAG: owner()},
+    )
+    return run.info.run_id
+
+
+def fold_progress(client: MlflowClient, run: str) -> tuple[Progress, set[int]]:
+    """A :class:`Progress` that logs each trial's inner balanced accuracy and each epoch's
+    values to ``run`` as they come (MLflow's charts then move while the work goes on), and
+    the set of epochs it logged (so that :func:`finish_fold` does not log them twice)."""
+    epochs: set[int] = set()
+
+    def trial(number: int, loss: float) -> None:
+        client.log_metric(run, "inner_balanced_accuracy", 1.0 - loss, step=number)
+
+    def epoch(number: int, logs: dict[str, float]) -> None:
+        now = int(time.time() * 1000)
+        client.log_batch(run, metrics=[Metric(k, float(v), now, number) for k, v in logs.items()])
+        epochs.add(number)
+
+    return Progress(trial, epoch), epochs
+
+
+def finish_fold(
+    client: MlflowClient,
+    run: str,
+    fold: FoldResult,
+    classes: list[str],
+    logged_epochs: set[int] = frozenset(),
+    log_trials: bool = False,
+) -> None:
+    """Metrics, tuned parameters, trials table and predictions of ``fold`` on ``run``, which
+    then finishes; readable back by :func:`read_fold`. Trials become nested runs only with
+    ``log_trials``."""
     p = fold.predictions
     values = metrics.cell_metrics(p["label"].to_numpy(), p["predicted"].to_numpy(), classes)
     for name in classes:
         values[f"reference_fraction_{name}"] = float((p["label"] == name).mean())
         values[f"predicted_fraction_{name}"] = float((p["predicted"] == name).mean())
     values |= {"train_seconds": fold.train_seconds, "predict_seconds": fold.predict_seconds, "cells": len(p)}
+    if fold.trials:
+        values |= {
+            "inner_best_balanced_accuracy": 1.0 - min(t.loss for t in fold.trials),
+            "n_trials": len(fold.trials),
+        }
     now = int(time.time() * 1000)
     params = (
         {f"best_{k}": v for k, v in fold.params.items()} | fold.details | {"n_features": len(fold.features)}
@@ -143,6 +258,7 @@ def log_fold(
         Metric(name, float(value), now, step)
         for name, series in fold.curves.items()
         for step, value in enumerate(series)
+        if step not in logged_epochs
     ]
     client.log_batch(
         run,
@@ -153,12 +269,38 @@ def log_fold(
         p.to_parquet(Path(tmp) / "predictions.parquet", index=False)
         record = asdict(fold) | {"predictions": None, "trials": [asdict(t) for t in fold.trials]}
         (Path(tmp) / "fold.json").write_text(json.dumps(record, default=str))
+        if fold.trials:
+            _trials_table([fold]).to_csv(Path(tmp) / "trials.csv", index=False)
         client.log_artifacts(run, tmp)
-    for trial in fold.trials:
+    if log_trials:
+        _log_trial_runs(client, run, fold.trials, now)
+    client.set_terminated(run)
+
+
+def log_fold(
+    client: MlflowClient,
+    parent: str,
+    fold: FoldResult,
+    classes: list[str],
+    tags: dict[str, str],
+    log_trials: bool = False,
+) -> str:
+    """``fold``, already computed, as a finished run nested under ``parent``."""
+    run = open_fold(client, parent, fold.name, tags)
+    finish_fold(client, run, fold, classes, log_trials=log_trials)
+    return run
+
+
+def _log_trial_runs(client: MlflowClient, fold_run: str, trials: list[Trial], now: int) -> None:
+    """Each trial as a run nested under its fold (the opt-in ``log_trials``)."""
+    parent = client.get_run(fold_run)
+    own = {"held_out", OWNER_TAG, TASK_TAG}
+    shared = {k: v for k, v in parent.data.tags.items() if not k.startswith("mlflow.") and k not in own}
+    for trial in trials:
         trial_run = client.create_run(
-            experiment,
+            parent.info.experiment_id,
             run_name=f"trial {trial.number}",
-            tags={**tags, "kind": "trial", MLFLOW_PARENT_RUN_ID: run},
+            tags={**shared, "kind": "trial", MLFLOW_PARENT_RUN_ID: fold_run},
         ).info.run_id
         client.log_batch(
             trial_run,
@@ -166,13 +308,21 @@ def log_fold(
             params=[Param(k, str(v)) for k, v in (trial.params or {"defaults": True}).items()],
         )
         client.set_terminated(trial_run)
-    client.set_terminated(run)
-    return run
 
 
-def read_fold(run: str) -> FoldResult:
-    """The :class:`FoldResult` that :func:`log_fold` wrote into ``run``."""
-    client = MlflowClient()
+def _trials_table(folds: list[FoldResult]) -> pd.DataFrame:
+    return pd.DataFrame(
+        [
+            {"held_out": f.name, "trial": t.number, "loss": t.loss, "inner_balanced_accuracy": 1 - t.loss}
+            | t.params
+            for f in folds
+            for t in f.trials
+        ]
+    )
+
+
+def read_fold(client: MlflowClient, run: str) -> FoldResult:
+    """The :class:`FoldResult` that :func:`finish_fold` wrote into ``run``."""
     with tempfile.TemporaryDirectory() as tmp:
         record = json.loads(Path(client.download_artifacts(run, "fold.json", tmp)).read_text())
         predictions = pd.read_parquet(client.download_artifacts(run, "predictions.parquet", tmp))
@@ -181,9 +331,8 @@ def read_fold(run: str) -> FoldResult:
     return FoldResult(**record)
 
 
-def fail_run(run: str, message: str) -> None:
+def fail_run(client: MlflowClient, run: str, message: str) -> None:
     """End ``run`` as FAILED with ``message`` (tag ``ifcml.error``) saying why."""
-    client = MlflowClient()
     client.set_tag(run, ERROR_TAG, message[:4000])
     client.set_terminated(run, "FAILED")
 
@@ -207,16 +356,36 @@ def close_parent(
     that ``ifcml export`` can wrap it into a model that takes raw images.
     """
     summary, per_instance = summarise(evaluation, positive, seed)
+    finite = {k: v for k, v in summary.items() if np.isfinite(v)}
     with mlflow.start_run(run_id=parent):
-        mlflow.log_metrics({k: v for k, v in summary.items() if np.isfinite(v)})
         _log_tables(evaluation, per_instance)
         mlflow.log_dict(spec, "spec.yaml")
-        for name, figure in (figures or {}).items():
+        figures = dict(figures or {})
+        if any(f.trials for f in evaluation.folds):
+            figures["trials.png"] = _trials_figure(evaluation)
+        for name, figure in figures.items():
             mlflow.log_figure(figure, name)
             plt.close(figure)
-        if final is not None:
-            _log_model(final, dataset, evaluation.classes, spec, inputs)
+        model_id = None
+        if final is not None:  # first, so that the metrics below are the logged model's too
+            model_id = _log_model(final, dataset, evaluation.classes, spec, inputs).model_id
+        mlflow.log_metrics(finite, model_id=model_id)
     return summary
+
+
+def _trials_figure(evaluation: Evaluation):
+    """Inner balanced accuracy against trial number, one line per held-out unit's search, and
+    the best so far: where more trials stop paying off."""
+    figure, axes = plt.subplots(figsize=(6.4, 3.6))
+    for fold in evaluation.folds:
+        scores = [1 - t.loss for t in fold.trials]
+        axes.plot(range(len(scores)), scores, color="tab:blue", alpha=0.25, lw=0.8)
+        axes.plot(range(len(scores)), np.maximum.accumulate(scores), color="tab:blue", lw=1.2)
+    axes.set_xlabel("trial")
+    axes.set_ylabel("inner balanced accuracy")
+    axes.set_title(f"{evaluation.model}: hyperopt per held-out unit (thin: trial, thick: best so far)")
+    figure.tight_layout()
+    return figure
 
 
 def _log_tables(evaluation: Evaluation, per_instance: pd.DataFrame) -> None:
@@ -227,13 +396,7 @@ def _log_tables(evaluation: Evaluation, per_instance: pd.DataFrame) -> None:
         confusion.to_csv(folder / "confusion_matrix.csv")
         per_instance.to_csv(folder / "per_instance.csv", index=False)
         predictions.to_parquet(folder / "predictions.parquet", index=False)
-        pd.DataFrame(
-            [
-                {"held_out": f.name, "trial": t.number, "loss": t.loss, **t.params}
-                for f in evaluation.folds
-                for t in f.trials
-            ]
-        ).to_csv(folder / "trials.csv", index=False)
+        _trials_table(evaluation.folds).to_csv(folder / "trials.csv", index=False)
         figure, axes = plt.subplots(
             figsize=(1.6 * len(evaluation.classes) + 2, 1.4 * len(evaluation.classes) + 1.5)
         )
@@ -249,10 +412,9 @@ def _log_tables(evaluation: Evaluation, per_instance: pd.DataFrame) -> None:
 
 def _log_model(
     final: Trained, dataset: pd.DataFrame, classes: list[str], spec: dict, inputs: dict | None
-) -> None:
+) -> ModelInfo:
     if spec.get("network"):
-        _log_network(final, classes, spec, inputs)
-        return
+        return _log_network(final, classes, spec, inputs)
     example = dataset[final.features].head(5).astype(np.float64)
     metadata = {"classes": classes, "features": final.features, "inputs": inputs}
     with warnings.catch_warnings():  # outputs are class codes (metadata "classes" names them), never missing
@@ -260,21 +422,20 @@ def _log_model(
         signature = infer_signature(example, final.model.predict(example))
         common = {"name": "model", "signature": signature, "input_example": example, "metadata": metadata}
         if type(final.model).__module__.startswith("xgboost"):
-            mlflow.xgboost.log_model(final.model, model_format="json", **common)
-        else:
-            mlflow.sklearn.log_model(
-                final.model, serialization_format="skops", skops_trusted_types=SKOPS_TRUSTED, **common
-            )
+            return mlflow.xgboost.log_model(final.model, model_format="json", **common)
+        return mlflow.sklearn.log_model(
+            final.model, serialization_format="skops", skops_trusted_types=SKOPS_TRUSTED, **common
+        )
 
 
-def _log_network(final: Trained, classes: list[str], spec: dict, inputs: dict | None) -> None:
+def _log_network(final: Trained, classes: list[str], spec: dict, inputs: dict | None) -> ModelInfo:
     """The Keras model in its native ``.keras`` format; inputs are uint8 crops as float32."""
     import keras
 
     size = spec["crop"]["size"]
     example = np.zeros((2, size, size, len(final.features)), np.float32)
     metadata = {"classes": classes, "inputs": inputs}
-    mlflow.keras.log_model(
+    return mlflow.keras.log_model(
         final.model,
         name="model",
         signature=infer_signature(example, keras.ops.convert_to_numpy(final.model(example))),

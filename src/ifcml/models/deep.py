@@ -27,6 +27,7 @@ from ifcml.experiments.splits import undersample_per_instance
 from ifcml.models import inputs
 from ifcml.models.network_spec import NetworkSpec, TrainingRecipe
 from ifcml.models.networks import augmenter, build_network, load_network
+from ifcml.progress import SILENT, Progress
 
 STATE, LAST, BEST = "state.json", "last.keras", "best.weights.h5"
 
@@ -37,6 +38,18 @@ class TrainedNetwork:
     history: dict[str, list[float]]  # per epoch: loss, accuracy, val_loss, val_accuracy, learning_rate
     means: np.ndarray
     rows: np.ndarray  # the fit rows (balanced, validation excluded): where the means come from
+
+
+class EpochReport(keras.callbacks.Callback):
+    """Tells ``progress`` of each finished epoch (after :class:`PaperSchedule` has recorded it)."""
+
+    def __init__(self, progress: Progress):
+        super().__init__()
+        self.progress = progress
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = dict(logs or {}) | {"learning_rate": float(self.model.optimizer.learning_rate.numpy())}
+        self.progress.epoch(epoch, {name: float(value) for name, value in logs.items()})
 
 
 class PaperSchedule(keras.callbacks.Callback):
@@ -140,9 +153,10 @@ def train_network(
     seed: int,
     checkpoints: Path,
     fingerprint: str,
-    verbose: int = 0,
+    progress: Progress = SILENT,
 ) -> TrainedNetwork:
-    """Train on the crops at ``rows`` (with their labels and instances) and nothing else."""
+    """Train on the crops at ``rows`` (with their labels and instances) and nothing else;
+    ``progress.epoch`` hears of each epoch as it ends."""
     recipe = spec.training
     keras.utils.set_random_seed(seed)
     fit, validation = balanced_split(np.asarray(labels), np.asarray(instances), recipe, seed)
@@ -175,10 +189,10 @@ def train_network(
             ),
             epochs=recipe.max_epochs,
             initial_epoch=schedule.state["epochs_done"],
-            callbacks=[schedule],
+            callbacks=[EpochReport(progress), schedule],
             class_weight=weights,
             shuffle=False,  # the dataset reshuffles itself every epoch
-            verbose=verbose,
+            verbose=0,
         )
     return TrainedNetwork(model, schedule.state["history"], means, fit_rows)
 

@@ -16,6 +16,7 @@ from sklearn.metrics import balanced_accuracy_score
 from sklearn.model_selection import GroupKFold, StratifiedKFold
 
 from ifcml.models.classical import ModelSpec, fit
+from ifcml.progress import SILENT, Progress
 
 INNER_FOLDS = 3
 
@@ -47,16 +48,28 @@ def inner_loss(spec: ModelSpec, params: dict, seed: int, features, labels, folds
 
 
 def tune(
-    spec: ModelSpec, features: np.ndarray, labels: np.ndarray, groups: np.ndarray, seed: int, max_evals: int
+    spec: ModelSpec,
+    features: np.ndarray,
+    labels: np.ndarray,
+    groups: np.ndarray,
+    seed: int,
+    max_evals: int,
+    progress: Progress = SILENT,
 ):
-    """(best params, every trial) for ``spec`` on these rows; seeded, so repeatable."""
+    """(best params, every trial) for ``spec`` on these rows; seeded, so repeatable.
+    ``progress.trial`` hears of each trial as it finishes."""
     folds = inner_folds(labels, groups, seed)
     if not spec.search:
-        return {}, [Trial(0, {}, inner_loss(spec, {}, seed, features, labels, folds))]
+        loss = inner_loss(spec, {}, seed, features, labels, folds)
+        progress.trial(0, loss)
+        return {}, [Trial(0, {}, loss)]
     space = spec.space()
+    finished = iter(range(max_evals))
 
     def objective(params):
-        return {"loss": inner_loss(spec, params, seed, features, labels, folds), "status": STATUS_OK}
+        loss = inner_loss(spec, params, seed, features, labels, folds)
+        progress.trial(next(finished), loss)
+        return {"loss": loss, "status": STATUS_OK}
 
     trials = Trials()
     best = fmin(
