@@ -192,6 +192,8 @@ def test_compact_cnn_leave_one_instance_out_beats_chance_and_is_logged(deep_stor
         "deep",
     )
     assert code == 0, err
+    assert "held-out" in err and "epoch" in err and "val_loss" in err  # what train shows as it goes
+    assert "viewStateShareKey=ifcml-designs" in out  # where to compare it in the MLflow UI
     mlflow.set_tracking_uri(uri)
     runs = mlflow.search_runs(experiment_names=["deep"])
     parent = runs[runs["tags.mlflow.parentRunId"].isna()].iloc[0]

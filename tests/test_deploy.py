@@ -100,7 +100,13 @@ def test_a_registered_export_loads_by_alias_and_stays_out_of_the_comparison(clas
     tmp, uri, store = classical
     mlflow.set_tracking_uri(uri)
     exported = export_model(
-        "classical", "readout_mae", tmp / "registered", model="naive_bayes", register="marrow", alias="prod"
+        MlflowClient(uri),
+        "classical",
+        "readout_mae",
+        tmp / "registered",
+        model="naive_bayes",
+        register="marrow",
+        alias="prod",
     )
     assert exported.registered == "models:/marrow@prod" and exported.model == "naive_bayes"
     loaded = mlflow.pyfunc.load_model("models:/marrow@prod")

@@ -227,6 +227,8 @@ def run_task(task: Task) -> str | None:
 
 
 def _finish(client: MlflowClient, task: Task, prepared: Prepared) -> None:
+    if client.get_run(task.parent).info.status == "FINISHED":  # another grid of this spec pooled it
+        return
     by_fold = _finished_by_fold(client, task.parent)
     folds = prepared.folds(task.spec.split, task.spec.seed)
     evaluation = Evaluation(prepared.spec.name, prepared.classes)
