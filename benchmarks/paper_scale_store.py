@@ -15,11 +15,11 @@ import numpy as np
 import pandas as pd
 
 from ifcml.experiments.evaluate import Evaluation, FoldResult
+from ifcml.experiments.mlflow_store import connect
 from ifcml.experiments.tracking import (
     DESIGN_TAG,
     TASK_TAG,
     close_parent,
-    connect,
     finish_fold,
     open_fold,
     open_parent,

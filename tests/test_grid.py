@@ -145,7 +145,8 @@ def test_the_report_reads_mlflow_and_renders_in_a_headless_browser(tmp_path, sim
     assert table["balanced accuracy"].between(table["BA CI low"], table["BA CI high"]).all()
     report, _ = write_report(MlflowClient(uri), "report", tmp_path / "out")
     html = report.read_text()
-    assert html.count("data:image/png;base64,") == 3 and 'src="http' not in html  # self-contained
+    images = 1 + len(table) + 1  # accuracy box plots, each design's confusion matrix, the readout
+    assert html.count("data:image/png;base64,") == images and 'src="http' not in html  # self-contained
     assert "viewStateShareKey=ifcml-designs" in html  # links to the designs in the MLflow UI
     browser = shutil.which("chromium")
     if browser is None:

@@ -17,7 +17,7 @@ import mlflow
 import pytest
 from mlflow import MlflowClient
 
-from ifcml.experiments import tracking
+from ifcml.experiments import mlflow_store
 from ifcml.experiments.compare import comparison, write_report
 from ifcml.experiments.grid import run_grid
 from ifcml.experiments.tracking import DESIGN_TAG, TASK_TAG
@@ -33,7 +33,7 @@ def one_design(tmp_path, features, name, **changes):
 
 @pytest.mark.parametrize(
     ("page", "clutter"),
-    [(3, 10), pytest.param(tracking.SEARCH_PAGE, 1100, marks=pytest.mark.slow)],
+    [(3, 10), pytest.param(mlflow_store.SEARCH_PAGE, 1100, marks=pytest.mark.slow)],
     ids=["pages-of-3", "1100-runs"],
 )
 def test_a_design_past_one_page_of_runs_resumes_without_a_duplicate(
@@ -56,7 +56,7 @@ def test_a_design_past_one_page_of_runs_resumes_without_a_duplicate(
             run_name=f"trial {k}",
         )
         client.set_terminated(trial.info.run_id)
-    monkeypatch.setattr(tracking, "SEARCH_PAGE", page)
+    monkeypatch.setattr(mlflow_store, "SEARCH_PAGE", page)
     resumed = run_grid(spec, uri)
     assert not resumed.failed and resumed.skipped == 5 and resumed.done == 3 + 1  # 3 folds + the final
     top = parents(uri, "paged")
@@ -88,14 +88,14 @@ def test_the_report_notes_missing_artifacts_instead_of_failing(tmp_path, simulat
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     spec = one_design(tmp_path, simulated_features, "damaged", max_evals=1)
     run_grid(spec, uri)
-    for name in ("confusion_matrix.csv", "per_instance.csv"):
+    for name in ("confusion_matrix.png", "per_instance.csv"):
         (path,) = (tmp_path / "mlartifacts").rglob(name)
         path.unlink()
     report, table = write_report(MlflowClient(uri), "damaged", tmp_path / "report")
     html = report.read_text()
     assert len(table) == 1 and html.count("data:image/png;base64,") == 1  # the per-unit box plots
     assert "Missing from MLflow" in html
-    assert "no confusion_matrix.csv" in html and "no per_instance.csv" in html
+    assert "no confusion_matrix.png" in html and "no per_instance.csv" in html
 
 
 def free_port() -> int:
@@ -175,7 +175,7 @@ def test_the_papers_grid_shows_every_design_on_the_first_page_of_the_mlflow_ui(t
     pooled = build(uri)  # 40 designs x 19 held-out samples, 20 trials each
     client = MlflowClient(uri)
     experiment = client.get_experiment_by_name("doan2020_label_free").experiment_id
-    assert len(tracking.search_all(client, [experiment], "")) == 40 + 40 * 19  # trials are not runs
+    assert len(mlflow_store.search_all(client, [experiment], "")) == 40 + 40 * 19  # trials are not runs
     table, folds = comparison(client, "doan2020_label_free")
     assert len(table) == 40 and len(folds) == 40 * 19
 

@@ -174,8 +174,8 @@ def demo(
     """
     from ifcml.experiments.compare import write_report
     from ifcml.experiments.grid import prepare_data, run_grid
+    from ifcml.experiments.mlflow_store import connect
     from ifcml.experiments.spec import EXPERIMENTS_DIR, load_experiment
-    from ifcml.experiments.tracking import connect
 
     settings = SimulationSettings(seed=seed)
     raw, store_path = out / "simulated_tiff", out / "store"
@@ -427,8 +427,8 @@ def grid_command(
 ) -> None:
     """Run an experiment grid (models x channel sets x held-out units); re-run to resume."""
     from ifcml.experiments.grid import prepare_data, run_grid
+    from ifcml.experiments.mlflow_store import tracking_uri as default_uri
     from ifcml.experiments.spec import load_experiment
-    from ifcml.experiments.tracking import tracking_uri as default_uri
 
     experiment = load_experiment(spec)
     with cell_progress(0, "data") as update:
@@ -466,8 +466,8 @@ def compare_command(
 ) -> None:
     """The comparison table (models x channel sets) and a self-contained HTML report."""
     from ifcml.experiments.compare import write_report
-    from ifcml.experiments.tracking import connect
-    from ifcml.experiments.tracking import tracking_uri as default_uri
+    from ifcml.experiments.mlflow_store import connect
+    from ifcml.experiments.mlflow_store import tracking_uri as default_uri
 
     uri = default_uri(tracking_uri)
     client = connect(uri)
@@ -503,8 +503,8 @@ def export_command(
 ) -> None:
     """The best (model, channel set) as an MLflow model that takes raw cell images or a store."""
     from ifcml.deploy.export import export_model
-    from ifcml.experiments.tracking import connect
-    from ifcml.experiments.tracking import tracking_uri as default_uri
+    from ifcml.experiments.mlflow_store import connect
+    from ifcml.experiments.mlflow_store import tracking_uri as default_uri
 
     client = connect(default_uri(tracking_uri))
     exported = export_model(client, experiment, metric, out, model=model, register=register, alias=alias)
@@ -588,9 +588,9 @@ def ui_command(
 ) -> None:
     """The MLflow UI for the configured store, bound to 127.0.0.1 only; prints the link to each
     ifcml experiment's designs (best first, with their metrics)."""
+    from ifcml.experiments.mlflow_store import connect
+    from ifcml.experiments.mlflow_store import tracking_uri as default_uri
     from ifcml.experiments.mlflow_ui import VIEW_TAG, designs_link
-    from ifcml.experiments.tracking import connect
-    from ifcml.experiments.tracking import tracking_uri as default_uri
 
     uri = default_uri(tracking_uri)
     client = connect(uri)  # creates a new store safely before the server opens it
@@ -623,8 +623,8 @@ def embed_command(
     ] = None,
 ) -> None:
     """Pooled features of every cell, PCA / t-SNE (/ UMAP) plots and TensorBoard projector files."""
-    from ifcml.experiments.tracking import connect
-    from ifcml.experiments.tracking import tracking_uri as default_uri
+    from ifcml.experiments.mlflow_store import connect
+    from ifcml.experiments.mlflow_store import tracking_uri as default_uri
     from ifcml.models.embed import embed
     from ifcml.models.inference import load_for_inference
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import io
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import jinja2
@@ -21,15 +22,17 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import mlflow  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from mlflow.entities import Run  # noqa: E402
+from mlflow.exceptions import MlflowException  # noqa: E402
 from mlflow.tracking import MlflowClient  # noqa: E402
 
 from ifcml.errors import InputError  # noqa: E402
 from ifcml.experiments.metrics import CUTOFFS  # noqa: E402
+from ifcml.experiments.mlflow_store import search_all  # noqa: E402
 from ifcml.experiments.mlflow_ui import DESIGN_METRICS, DESIGNS_FILTER, designs_link, ui_base  # noqa: E402
-from ifcml.experiments.tracking import search_all  # noqa: E402
 
 
 def design_runs(client: MlflowClient, experiment: str) -> pd.DataFrame:
@@ -66,7 +69,7 @@ def fold_runs(client: MlflowClient, designs: pd.DataFrame) -> pd.DataFrame:
 def comparison(client: MlflowClient, experiment: str) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(one row per finished (model, channel set) parent run, one row per held-out fold run)."""
     top = design_runs(client, experiment)
-    table = pd.DataFrame({"run_id": top["run_id"]})
+    table = pd.DataFrame({"run_id": top["run_id"], "artifact_uri": top["artifact_uri"]})
     for tag, name in {"model": "model", "channel_set": "channel set", "branch": "branch"}.items():
         table[name] = top.get(f"tags.{tag}")
     table["confounded"] = top.get("tags.confounded")
@@ -82,20 +85,21 @@ def write_report(client: MlflowClient, experiment: str, out: Path) -> tuple[Path
     and the comparison table."""
     table, folds = comparison(client, experiment)
     out.mkdir(parents=True, exist_ok=True)
-    table.drop(columns=["run_id"]).to_csv(out / "comparison.csv", index=False)
-    artifacts, notes = _artifacts(client, table)
+    table.drop(columns=["run_id", "artifact_uri"]).to_csv(out / "comparison.csv", index=False)
+    artifacts, notes = _artifacts(table)
     figures = {"Per-instance accuracy of held-out units, per channel set": _boxplots(folds)}
-    if any("confusion" in found for found in artifacts.values()):
-        figures["Pooled confusion matrices (rows: reference, columns: predicted)"] = _confusions(
-            table, artifacts
-        )
+    confusions = [  # each design's own figure, as its run logged it: nothing redrawn
+        (f"{row['model']} | {row['channel set']}", artifacts[row["run_id"]]["confusion"])
+        for _, row in table.iterrows()
+        if "confusion" in artifacts[row["run_id"]]
+    ]
     if any("per_instance" in found for found in artifacts.values()):
         figures["Predicted vs reference fraction per held-out instance"] = _readout(table, artifacts)
     for _, row in table.iterrows():
         if artifacts[row["run_id"]].get("embedding"):
             title = f"{row['model']} | {row['channel set']}: t-SNE of the final model's pooled features"
             figures[title] = artifacts[row["run_id"]]["embedding"]
-    shown = table.drop(columns=["run_id", "confounded"])
+    shown = table.drop(columns=["run_id", "artifact_uri", "confounded"])
     experiment_id = client.get_experiment_by_name(experiment).experiment_id
     html = TEMPLATE.render(
         experiment=experiment,
@@ -104,6 +108,7 @@ def write_report(client: MlflowClient, experiment: str, out: Path) -> tuple[Path
         table=shown.to_html(index=False, float_format=lambda v: f"{v:.3f}", na_rep="-", border=0),
         confounded=sorted({c for c in table["confounded"].dropna() if c != "no"}),
         notes=notes,
+        confusions=confusions,
         figures=figures,
     )
     report = out / "report.html"
@@ -117,6 +122,7 @@ def _flat(run: Run) -> dict:
     return {
         "run_id": info.run_id,
         "experiment_id": info.experiment_id,
+        "artifact_uri": info.artifact_uri,
         "status": info.status,
         "start_time": info.start_time,
         **{f"metrics.{k}": v for k, v in data.metrics.items()},
@@ -126,32 +132,45 @@ def _flat(run: Run) -> dict:
 
 
 ARTIFACTS = {  # what the report reads from each design's run
-    "confusion": "confusion_matrix.csv",
+    "confusion": "confusion_matrix.png",
     "per_instance": "per_instance.csv",
     "embedding": "embedding_tsne.png",
 }
 
 
-def _artifacts(client: MlflowClient, table: pd.DataFrame) -> tuple[dict[str, dict], list[str]]:
-    """Each design's report artifacts, and a note for each one that should be there and is not
-    (the embedding belongs to networks only)."""
-    found, notes = {}, []
-    with tempfile.TemporaryDirectory() as tmp:
-        for _, row in table.iterrows():
-            run, entry = row["run_id"], {}
-            names = {a.path for a in client.list_artifacts(run)}
-            for key, name in ARTIFACTS.items():
-                if name not in names:
-                    if key != "embedding":
-                        notes.append(f"{row['model']} | {row['channel set']} (run {run}): no {name}")
-                    continue
-                path = client.download_artifacts(run, name, tmp)
-                if key == "embedding":
-                    entry[key] = _encode(Path(path).read_bytes())
-                else:
-                    entry[key] = pd.read_csv(path, index_col=0 if key == "confusion" else None)
-            found[run] = entry
+def _artifacts(table: pd.DataFrame) -> tuple[dict[str, dict], list[str]]:
+    """Each design's report artifacts, fetched in parallel straight from the runs' artifact
+    locations, and a note for each one that should be there and is not (the embedding belongs
+    to networks only)."""
+    found: dict[str, dict] = {run: {} for run in table["run_id"]}
+    notes = []
+    with tempfile.TemporaryDirectory() as tmp, ThreadPoolExecutor(8) as pool:
+        fetches = {
+            (row["run_id"], key): pool.submit(
+                _fetch, f"{row['artifact_uri']}/{name}", Path(tmp) / row["run_id"]
+            )
+            for _, row in table.iterrows()
+            for key, name in ARTIFACTS.items()
+        }
+        for (run, key), fetch in fetches.items():
+            path = fetch.result()
+            if path is None:
+                if key != "embedding":
+                    row = table.set_index("run_id").loc[run]
+                    notes.append(f"{row['model']} | {row['channel set']} (run {run}): no {ARTIFACTS[key]}")
+            elif path.suffix == ".png":
+                found[run][key] = _encode(path.read_bytes())
+            else:
+                found[run][key] = pd.read_csv(path)
     return found, notes
+
+
+def _fetch(uri: str, folder: Path) -> Path | None:
+    """The artifact at ``uri`` downloaded into ``folder``; None when it does not exist."""
+    try:
+        return Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(folder)))
+    except (MlflowException, OSError):
+        return None
 
 
 def _boxplots(folds: pd.DataFrame) -> str:
@@ -165,27 +184,6 @@ def _boxplots(folds: pd.DataFrame) -> str:
         ax.tick_params(axis="x", rotation=30)
         ax.set_ylim(0, 1.02)
     axes[0][0].set_ylabel("accuracy per held-out unit")
-    return _figure(figure)
-
-
-def _confusions(table: pd.DataFrame, artifacts: dict) -> str:
-    rows = [row for _, row in table.iterrows() if "confusion" in artifacts[row["run_id"]]]
-    cols = min(4, len(rows))
-    figure, axes = plt.subplots(
-        -(-len(rows) // cols), cols, figsize=(3.4 * cols, 3.2 * -(-len(rows) // cols)), squeeze=False
-    )
-    for ax in axes.ravel()[len(rows) :]:
-        ax.axis("off")
-    for ax, row in zip(axes.ravel(), rows, strict=False):
-        counts = artifacts[row["run_id"]]["confusion"]
-        shares = counts.div(counts.sum(axis=1).replace(0, 1), axis=0)
-        ax.imshow(shares.to_numpy(), vmin=0, vmax=1, cmap="Blues")
-        for (i, j), value in np.ndenumerate(counts.to_numpy()):
-            ax.text(j, i, str(value), ha="center", va="center", fontsize=8,
-                    color="white" if shares.iat[i, j] > 0.5 else "black")  # fmt: skip
-        ax.set_xticks(range(len(counts.columns)), counts.columns, rotation=30, fontsize=8)
-        ax.set_yticks(range(len(counts.index)), counts.index, fontsize=8)
-        ax.set_title(f"{row['model']} | {row['channel set']}", fontsize=9)
     return _figure(figure)
 
 
@@ -247,6 +245,8 @@ th, td { padding: 0.25rem 0.6rem; border-bottom: 1px solid #ddd; text-align: rig
 th { background: #f3f3f3; }
 .warning { background: #fde8e8; border-left: 4px solid #c00; padding: 0.6rem 1rem; }
 img { max-width: 100%; }
+.gallery { display: grid; grid-template-columns: repeat(auto-fill, minmax(300px, 1fr)); gap: 0.5rem; }
+figure { margin: 0; text-align: center; font-size: 0.85rem; }
 </style></head><body>
 <h1>ifcml comparison: {{ experiment }}</h1>
 <p>Read from MLflow at <code>{{ uri }}</code>. Metrics are over held-out units only.
@@ -256,6 +256,9 @@ The same designs in the MLflow UI: <a href="{{ link }}">{{ link }}</a>.</p>
 <ul>{% for note in notes %}<li>{{ note }}</li>{% endfor %}</ul>{% endif %}
 <h2>Models x channel sets</h2>
 {{ table | safe }}
+{% if confusions %}<h2>Pooled confusion matrices (rows: reference, columns: predicted)</h2>
+<div class="gallery">{% for caption, image in confusions %}<figure><img alt="{{ caption }}" src="{{ image }}">
+<figcaption>{{ caption }}</figcaption></figure>{% endfor %}</div>{% endif %}
 {% for title, image in figures.items() %}<h2>{{ title }}</h2><img alt="{{ title }}" src="{{ image }}">
 {% endfor %}
 </body></html>

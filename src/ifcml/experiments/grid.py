@@ -34,20 +34,19 @@ from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 from ifcml.errors import InputError
 from ifcml.executors import executor
 from ifcml.experiments.evaluate import LABEL, Evaluation
+from ifcml.experiments.mlflow_store import connect, search_all
 from ifcml.experiments.run import Prepared, prepare, run_name, run_params, run_tags
 from ifcml.experiments.spec import ExperimentSpec
 from ifcml.experiments.splits import confound_check
 from ifcml.experiments.tracking import (
     DESIGN_TAG,
     TASK_TAG,
-    connect,
     fail_run,
     finish_fold,
     fold_progress,
     open_fold,
     owner_alive,
     read_fold,
-    search_all,
     use_experiment,
 )
 from ifcml.models.network_spec import NetworkSpec
@@ -105,12 +104,10 @@ def run_grid(
             if parent is not None and parent.info.status == "FINISHED":
                 skipped += len(design_folds) + 1
                 continue
-            if parent is None:
+            if parent is None:  # open one, then take the earliest (another grid may have opened one too)
                 _open(spec, prepared, channel_set, reports, design)
-                parent = _find_parent(
-                    client, experiment_id, design
-                )  # the earliest, if another grid opened one
-            finished, running = _fold_states(client, experiment_id, parent.info.run_id)
+                parent = _find_parent(client, experiment_id, design)
+            finished, running = _fold_states(client, parent.info.run_id)
             folds = []
             for fold in design_folds:
                 key = f"{design}/{fold.name}"
@@ -323,7 +320,7 @@ def _has_children(client: MlflowClient, run: Run) -> bool:
     return bool(client.search_runs([run.info.experiment_id], where, max_results=1))
 
 
-def _fold_states(client: MlflowClient, experiment_id: str, parent: str) -> tuple[set[str], set[str]]:
+def _fold_states(client: MlflowClient, parent: str) -> tuple[set[str], set[str]]:
     """(task keys of this parent's finished folds, those a live process on this host is
     running); other unfinished leftovers (killed or failed) are deleted so that they are
     neither pooled nor shown twice."""

@@ -53,7 +53,6 @@ def designs_view() -> dict[str, str]:
         "modelVersionFilter": "All Runs",
         "datasetsFilter": [],
         "selectedColumns": [_metric_key(name) for name in SHOWN],
-        "columnWidths": {_metric_key(name): 120 for name in SHOWN},
         "runsHiddenMode": "SHOW_ALL",  # MLflow's default hides all but the first 10 in charts
     }
     envelope = {

@@ -30,16 +30,15 @@ from ifcml.experiments.evaluate import (
     train,
     usable_cells,
 )
+from ifcml.experiments.mlflow_store import connect, tracking_uri
 from ifcml.experiments.splits import ConfoundReport, Fold, confound_check, make_folds
 from ifcml.experiments.tracking import (
     close_parent,
-    connect,
     fail_run,
     finish_fold,
     fold_progress,
     open_fold,
     open_parent,
-    tracking_uri,
 )
 from ifcml.features.naming import columns_for_channels
 from ifcml.features.recipe import Pruning

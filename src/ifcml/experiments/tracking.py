@@ -13,7 +13,6 @@ about 12,000 trial runs and bury its 40 designs); ``log_trials`` logs them as ne
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import socket
@@ -21,7 +20,6 @@ import tempfile
 import time
 import warnings
 from dataclasses import asdict
-from functools import lru_cache
 from pathlib import Path
 
 import matplotlib
@@ -39,7 +37,6 @@ from mlflow.tracking import MlflowClient  # noqa: E402
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID  # noqa: E402
 from sklearn.metrics import ConfusionMatrixDisplay  # noqa: E402
 
-from ifcml.errors import InputError  # noqa: E402
 from ifcml.experiments import metrics  # noqa: E402
 from ifcml.experiments.evaluate import Evaluation, FoldResult, Trained  # noqa: E402
 from ifcml.experiments.mlflow_ui import designs_view  # noqa: E402
@@ -52,37 +49,9 @@ OWNER_TAG = "ifcml.owner"  # host:pid of the process working on a run
 DESIGN_TAG, TASK_TAG = "ifcml.design", "ifcml.task"  # a grid's design key; a fold's task key
 EXPERIMENT_KIND = "mlflow.experimentKind"  # MLflow 3's UI opens GenAI pages unless it says:
 MODEL_TRAINING = "custom_model_development"
-SEARCH_PAGE = 1000  # runs per search request; every search here goes on to the last page
 
 # Types skops must load besides scikit-learn's estimators: reviewed, nothing that runs code.
 SKOPS_TRUSTED = ["numpy.dtype", "sklearn.tree._tree.Tree"]
-
-
-def tracking_uri(explicit: str | None = None) -> str:
-    """``--tracking-uri``, else ``MLFLOW_TRACKING_URI``, else ``mlflow.db`` (SQLite) here."""
-    return explicit or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path.cwd() / 'mlflow.db'}"
-
-
-def connect(uri: str) -> MlflowClient:
-    """A client of the tracking store at ``uri``, which also becomes this process's MLflow
-    default (the fluent API that logs models reads it). A new SQLite store is created under a
-    file lock: MLflow's schema migration breaks the database for good when two processes run
-    it at once."""
-    _create_once(uri)
-    mlflow.set_tracking_uri(uri)
-    return MlflowClient(uri)
-
-
-@lru_cache(maxsize=8)
-def _create_once(uri: str) -> None:
-    if not uri.startswith("sqlite:///"):
-        return
-    database = Path(uri.removeprefix("sqlite:///"))
-    if not database.parent.is_dir():
-        raise InputError(f"{uri}: the folder {database.parent} for the MLflow database does not exist")
-    with open(database.with_name(f"{database.name}.lock"), "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
-        MlflowClient(uri).search_experiments(max_results=1)  # creates or migrates the tables
 
 
 def use_experiment(client: MlflowClient, name: str) -> str:
@@ -110,17 +79,6 @@ def use_experiment(client: MlflowClient, name: str) -> str:
             client.set_experiment_tag(experiment.experiment_id, key, value)
     mlflow.set_experiment(experiment_id=experiment.experiment_id)
     return experiment.experiment_id
-
-
-def search_all(client: MlflowClient, experiment_ids: list[str], filter_string: str) -> list[Run]:
-    """Every run matching ``filter_string``, page after page (never one page of results)."""
-    runs, token = [], None
-    while True:
-        page = client.search_runs(experiment_ids, filter_string, max_results=SEARCH_PAGE, page_token=token)
-        runs.extend(page)
-        token = page.token
-        if not token:
-            return runs
 
 
 def owner() -> str:
