@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import mlflow
@@ -129,7 +130,7 @@ def test_a_grid_on_a_dask_cluster_equals_the_local_runner(tmp_path, simulated_fe
     assert (b["status"] == "FINISHED").all()
 
 
-def test_the_report_reads_mlflow_and_renders_in_a_headless_browser(tmp_path, simulated_features):
+def test_the_report_reads_mlflow_and_renders_in_a_headless_browser(tmp_path, simulated_features, ifcml):
     import os
     import shutil
     import subprocess
@@ -148,6 +149,18 @@ def test_the_report_reads_mlflow_and_renders_in_a_headless_browser(tmp_path, sim
     images = 1 + len(table) + 1  # accuracy box plots, each design's confusion matrix, the readout
     assert html.count("data:image/png;base64,") == images and 'src="http' not in html  # self-contained
     assert "viewStateShareKey=ifcml-designs" in html  # links to the designs in the MLflow UI
+    code, out, _ = ifcml(
+        "compare", "report", "--tracking-uri", uri, "--out", tmp_path / "c", "--metric", "readout_mae"
+    )
+    assert code == 0 and "viewStateShareKey=ifcml-designs-by-readout_mae" in out
+    tags = MlflowClient(uri).get_experiment_by_name("report").tags
+    state = json.loads(json.loads(tags["mlflow.sharedViewState.ifcml-designs-by-readout_mae"])["state"])
+    assert state["orderByKey"] == "metrics.`readout_mae`" and state["orderByAsc"]  # lowest error first
+    code, _, err = ifcml(
+        "compare", "report", "--tracking-uri", uri, "--out", tmp_path / "d", "--metric", "auc"
+    )
+    assert code == 2 and "error: --metric: 'auc' is not a comparison metric" in err
+    assert not (tmp_path / "d").exists()
     browser = shutil.which("chromium")
     if browser is None:
         if os.environ.get("IFCML_REQUIRE_BROWSER"):

@@ -462,16 +462,24 @@ def grid_command(
 def compare_command(
     experiment: Annotated[str, typer.Argument(help="MLflow experiment (the grid spec's name).")],
     out: Annotated[Path | None, typer.Option(help="Report folder (default: compare_<experiment>).")] = None,
+    metric: Annotated[
+        str, typer.Option(help="Sort the designs in the MLflow UI link by this comparison metric.")
+    ] = "balanced_accuracy",
     tracking_uri: TrackingUri = None,
 ) -> None:
-    """The comparison table (models x channel sets) and a self-contained HTML report."""
+    """The comparison table (models x channel sets) and a self-contained HTML report; prints the
+    link to the designs in the MLflow UI, sorted by ``--metric``."""
     from ifcml.experiments.compare import write_report
     from ifcml.experiments.mlflow_store import connect
     from ifcml.experiments.mlflow_store import tracking_uri as default_uri
+    from ifcml.experiments.mlflow_ui import add_view, check_metric
 
+    check_metric(metric)  # before anything is written
     uri = default_uri(tracking_uri)
     client = connect(uri)
     report, table = write_report(client, experiment, out or Path(f"compare_{experiment}"))
+    experiment_id = client.get_experiment_by_name(experiment).experiment_id
+    add_view(client, experiment_id, metric)
     shown = Table("model", "channel set", "balanced accuracy (95 % CI)", "instance acc.", "readout err.")
     for _, row in table.iterrows():
         shown.add_row(
@@ -483,7 +491,7 @@ def compare_command(
         )
     console.print(shown)
     console.print(f"report: {report.resolve()}", highlight=False)
-    _print_ui(uri, client.get_experiment_by_name(experiment).experiment_id)
+    _print_ui(uri, experiment_id, metric)
 
 
 @app.command("export")
@@ -638,11 +646,12 @@ def embed_command(
     console.print(f"projector: .venv/bin/tensorboard --logdir {out / 'projector'}", highlight=False)
 
 
-def _print_ui(uri: str, experiment_id: str) -> None:
+def _print_ui(uri: str, experiment_id: str, metric: str = "balanced_accuracy") -> None:
     """Where to compare the designs in the MLflow UI (and how to start it for a local store)."""
     from ifcml.experiments.mlflow_ui import designs_link, ui_base
 
-    console.print(f"compare in the MLflow UI: {designs_link(ui_base(uri), experiment_id)}", highlight=False)
+    link = designs_link(ui_base(uri), experiment_id, metric)
+    console.print(f"compare in the MLflow UI: {link}", highlight=False)
     if not uri.startswith(("http://", "https://")):
         console.print(f"  (start it with: .venv/bin/ifcml ui --tracking-uri {uri})", highlight=False)
 

@@ -33,8 +33,8 @@ import ifcml
 from ifcml.deploy.pyfunc import MODEL_ARTIFACT
 from ifcml.errors import InputError
 from ifcml.experiments.compare import design_runs
+from ifcml.experiments.mlflow_ui import lower_is_better
 
-LOWER_IS_BETTER = ("_mae", "error", "loss", "seconds", "seconds_per_cell")
 SIGNATURE = ModelSignature(params=ParamSchema([ParamSpec("workers", "long", 1)]))
 
 
@@ -62,7 +62,7 @@ def best_design(client: MlflowClient, experiment: str, metric: str, model: str |
     if column not in top or top[column].isna().all():
         known = sorted(c.removeprefix("metrics.") for c in top if c.startswith("metrics."))
         raise InputError(f"--metric: no design of {experiment!r} has {metric!r}; it has {', '.join(known)}")
-    lower = metric.endswith(LOWER_IS_BETTER)
+    lower = lower_is_better(metric)
     ranked = top.dropna(subset=[column]).sort_values([column, "start_time"], ascending=[lower, True])
     return ranked.iloc[0]
 

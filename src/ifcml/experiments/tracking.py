@@ -235,20 +235,6 @@ def finish_fold(
     client.set_terminated(run)
 
 
-def log_fold(
-    client: MlflowClient,
-    parent: str,
-    fold: FoldResult,
-    classes: list[str],
-    tags: dict[str, str],
-    log_trials: bool = False,
-) -> str:
-    """``fold``, already computed, as a finished run nested under ``parent``."""
-    run = open_fold(client, parent, fold.name, tags)
-    finish_fold(client, run, fold, classes, log_trials=log_trials)
-    return run
-
-
 def _log_trial_runs(client: MlflowClient, fold_run: str, trials: list[Trial], now: int) -> None:
     """Each trial as a run nested under its fold (the opt-in ``log_trials``)."""
     parent = client.get_run(fold_run)
