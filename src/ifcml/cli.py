@@ -371,6 +371,7 @@ def train_command(
             log_trials=log_trials,
             watch=_train_watch(bar),
         )
+        bar.update(bar.total - bar.n)  # the final refit is done too
     shown = [
         "balanced_accuracy",
         "balanced_accuracy_ci_low",
