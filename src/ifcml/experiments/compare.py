@@ -48,9 +48,8 @@ def design_runs(client: MlflowClient, experiment: str) -> pd.DataFrame:
 
 
 def fold_runs(client: MlflowClient, designs: pd.DataFrame) -> pd.DataFrame:
-    """Held-out unit, accuracy and design run id of every finished fold under ``designs``."""
-    if designs.empty:
-        return pd.DataFrame(columns=["run_id", "held_out", "accuracy"])
+    """Held-out unit, accuracy and design run id of every finished fold under ``designs``
+    (one or more, from :func:`design_runs`)."""
     experiment = designs["experiment_id"].iloc[0]
     runs = search_all(client, [experiment], "tags.held_out IS NOT NULL and attributes.status = 'FINISHED'")
     wanted = set(designs["run_id"])

@@ -42,8 +42,6 @@ from ifcml.experiments.tracking import (
     DESIGN_TAG,
     TASK_TAG,
     fail_run,
-    finish_fold,
-    fold_progress,
     open_fold,
     owner_alive,
     read_fold,
@@ -212,9 +210,7 @@ def run_task(task: Task) -> str | None:
             return None
         fold = next(f for f in prepared.folds(task.spec.split, task.spec.seed) if f.name == task.fold)
         run = open_fold(client, task.parent, fold.name, {**_tags_of(task, prepared), TASK_TAG: task.key})
-        progress, epochs = fold_progress(client, run)
-        result = prepared.run_fold(fold, task.spec.seed, task.spec.max_evals, progress)
-        finish_fold(client, run, result, prepared.classes, epochs, task.spec.log_trials)
+        prepared.record_fold(client, run, fold, task.spec.seed, task.spec.max_evals, task.spec.log_trials)
         _keep_earliest(client, task)
         return None
     except Exception as exc:  # recorded, and the grid goes on with the other tasks

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from mlflow.tracking import MlflowClient
 
 from ifcml.errors import InputError
 from ifcml.experiments.evaluate import (
@@ -98,6 +99,23 @@ class Prepared:
         return run_fold(
             self.table, fold, self.spec, self.features, self.pruning, seed, budget, self.classes, progress
         )
+
+    def record_fold(
+        self,
+        client: MlflowClient,
+        run: str,
+        fold: Fold,
+        seed: int,
+        max_evals: int | None,
+        log_trials: bool,
+        progress: Progress = SILENT,
+    ) -> FoldResult:
+        """Run ``fold`` into its open run ``run`` (from :func:`open_fold`): its trials and epochs
+        logged as they come (and told to ``progress``), then its results, finishing the run."""
+        streamed, epochs = fold_progress(client, run)
+        result = self.run_fold(fold, seed, max_evals, streamed + progress)
+        finish_fold(client, run, result, self.classes, epochs, log_trials)
+        return result
 
     def figures(self, final: Trained, seed: int) -> dict:
         """Figures of the final model for its parent run: the network's embedding of the cells it
@@ -222,13 +240,11 @@ def run_model(
         for fold in folds:
             watch.fold(fold.name)
             run = open_fold(client, parent, fold.name, tags)
-            streamed, epochs = fold_progress(client, run)
             try:
-                result = prepared.run_fold(fold, seed, max_evals, streamed + watch.progress)
+                result = prepared.record_fold(client, run, fold, seed, max_evals, log_trials, watch.progress)
             except BaseException as exc:
                 fail_run(client, run, f"{type(exc).__name__}: {exc}")
                 raise
-            finish_fold(client, run, result, prepared.classes, epochs, log_trials)
             evaluation.folds.append(result)
         watch.fold("final")
         summary = prepared.close_run(parent, evaluation, seed, max_evals, positive, watch.progress)

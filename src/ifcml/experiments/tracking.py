@@ -97,7 +97,7 @@ def owner_alive(run: Run) -> bool:
     except ProcessLookupError:
         return False
     except PermissionError:  # alive, another user's
-        return True
+        pass
     return True
 
 
