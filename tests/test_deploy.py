@@ -10,7 +10,7 @@ import yaml
 from mlflow import MlflowClient
 
 from ifcml.deploy.export import export_model
-from ifcml.deploy.predict import write_predictions
+from ifcml.deploy.predict import sample_readout, write_predictions
 from ifcml.errors import IfcmlError
 from ifcml.experiments.grid import run_grid
 from ifcml.experiments.spec import load_experiment
@@ -120,7 +120,7 @@ def test_the_readout_of_new_samples_per_cell_and_per_sample(classical):
     mlflow.set_tracking_uri(uri)
     model_dir = tmp / "readout_model"
     export_model(MlflowClient(uri), "classical", "balanced_accuracy", model_dir, model="naive_bayes")
-    samples = write_predictions(model_dir, [store], tmp / "readout")
+    samples = write_predictions(model_dir, [store], tmp / "readout", min_cells=60)
     cells = pd.read_csv(tmp / "readout" / "cells.csv")
     assert len(cells) == store.n_cells and cells["predicted"].notna().all()
     assert np.allclose(cells.filter(like="probability_").sum(axis=1), 1)
@@ -128,6 +128,10 @@ def test_the_readout_of_new_samples_per_cell_and_per_sample(classical):
     fractions = samples[["fraction_leukemic", "fraction_normal", "fraction_other"]].sum(axis=1)
     assert np.allclose(fractions, 1)
     assert (samples["leukemic_at_or_above_25pct"] == (samples["leukemic_fraction"] >= 0.25)).all()
+    assert (samples["no_call"] == "").all()
+    too_few = sample_readout(cells, ["leukemic", "normal", "other"], "leukemic", min_cells=61)
+    assert too_few["leukemic_at_or_above_25pct"].isna().all()  # no call, never False
+    assert too_few["no_call"].str.fullmatch(r"60 classified cell\(s\), fewer than --min-cells 61").all()
     truth = store.cells.groupby("instance")["label"].apply(lambda x: (x == "leukemic").mean())
     assert np.allclose(samples.set_index("instance")["reference_fraction_leukemic"], truth)
     with pytest.raises(IfcmlError, match="samples.csv: already exist"):

@@ -110,7 +110,7 @@ def test_samples_table_and_meta(tmp_path):
     store = write_store([ListSource(_ragged(4), ["a"] * 4)], tmp_path / "s", samples=samples)
     assert set(store.cells["patient"]) == {"P7"} and set(store.cells["timepoint"]) == {"day15"}
     meta = json.loads((tmp_path / "s" / "meta.json").read_text())
-    assert meta["schema_version"] == 1 and meta["channels"] == ["C1", "C2"]
+    assert meta["schema_version"] == 2 and meta["channels"] == ["C1", "C2"]
     assert len(meta["images_sha256"]) == 64
 
 

@@ -10,6 +10,7 @@ import json
 import os
 import sys
 import tempfile
+import warnings
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Annotated
@@ -22,12 +23,15 @@ from rich.console import Console
 from rich.table import Table
 from tqdm import tqdm
 
-from ifcml.errors import IfcmlError, InputError
+from ifcml.deploy.predict import MIN_CELLS
+from ifcml.errors import IfcmlError, IfcmlNotice, InputError, StoreError
+from ifcml.executors import check_scheduler
 from ifcml.features.recipe import load_recipe
 from ifcml.features.table import metadata_columns, read_features, write_features
 from ifcml.io.channels import parse_channel_map
 from ifcml.io.detect import FORMATS, open_source
 from ifcml.io.store import CellStore, write_store
+from ifcml.outputs import check_replaceable, claimed, is_ifcml_table
 from ifcml.simulate import PAPER_CHANNELS, SimulatedSource, SimulationSettings, write_tiff_export
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")  # TensorFlow's start-up INFO lines are noise here
@@ -106,9 +110,15 @@ def ingest(
 def info(
     store: Annotated[Path, typer.Argument(help="A CellStore folder.")],
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
+    verify: Annotated[
+        bool, typer.Option("--verify", help="Read and check every chunk, and the images' SHA-256.")
+    ] = False,
 ) -> None:
     """Summarise a CellStore: cells, channels, and cells per instance and label."""
-    summary = CellStore(store).summary()
+    opened = CellStore(store)
+    if verify:
+        _verify(opened)
+    summary = opened.summary()
     if as_json:
         print(json.dumps(summary))
         return
@@ -118,6 +128,17 @@ def info(
     for instance, per in summary["counts"].items():
         table.add_row(instance, *(str(per.get(label, 0)) for label in labels), str(sum(per.values())))
     console.print(table)
+
+
+def _verify(store: CellStore) -> None:
+    """Print every damaged chunk and fail, or say what was checked."""
+    problems = store.verify()
+    for problem in problems:
+        console.print(problem, highlight=False)
+    if problems:
+        raise StoreError(f"{store.path}: {len(problems)} problem(s) found (listed above); ingest it again")
+    how = "CRC-32C of every chunk and " if store.verifiable else "every chunk decoded (no checksums) and "
+    console.print(f"{store.path}: verified, {how}the images' SHA-256 match", highlight=False)
 
 
 @app.command()
@@ -266,6 +287,7 @@ def features(
     overwrite: Annotated[bool, typer.Option(help="Replace an existing table at --out.")] = False,
 ) -> None:
     """Segment and measure every cell (CellProfiler measurements) into a feature table."""
+    check_scheduler(scheduler)
     with cell_progress(CellStore(store).n_cells, "features") as update:
         table = write_features(
             store,
@@ -297,16 +319,19 @@ def prune(
     """
     from ifcml.features.prune import normalise, select_features  # pycytominer: ~1 s to import
 
-    if out.exists() and not overwrite:
-        raise InputError(f"{out}: already exists (pass --overwrite to replace it)")
     settings = load_recipe(recipe)
     cells = read_features(table)
-    kept = select_features(cells, settings.pruning)
-    metadata = metadata_columns(cells)
-    pruned = normalise(cells[metadata + kept], kept, settings.pruning)
-    tmp = out.with_name(f".{out.name}.tmp")
-    pruned.to_parquet(tmp, index=False)
-    tmp.replace(out)
+    with claimed(out):
+        if out.exists():
+            if not overwrite:
+                raise InputError(f"{out}: already exists (pass --overwrite to replace it)")
+            check_replaceable(out, is_ifcml_table(out), "an ifcml feature table")
+        kept = select_features(cells, settings.pruning)
+        metadata = metadata_columns(cells)
+        pruned = normalise(cells[metadata + kept], kept, settings.pruning)
+        tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+        pruned.to_parquet(tmp, index=False)
+        tmp.replace(out)
     out.with_suffix(".kept.txt").write_text("\n".join(kept) + "\n")
     out.with_suffix(".recipe.yaml").write_text(yaml.safe_dump(settings.model_dump(), sort_keys=False))
     console.print(
@@ -432,6 +457,7 @@ def grid_command(
     from ifcml.experiments.spec import load_experiment
 
     experiment = load_experiment(spec)
+    check_scheduler(scheduler)
     with cell_progress(0, "data") as update:
         prepare_data(experiment, workers, scheduler, on_cells=update)
     bar = tqdm(total=0, desc="grid", unit=" tasks", file=sys.stderr)
@@ -547,6 +573,9 @@ def predict_command(
         str | None, typer.Option(help="Instance (sample) name; default: each source folder's name.")
     ] = None,
     workers: Annotated[int, typer.Option(min=1, help="Local processes measuring cells.")] = 1,
+    min_cells: Annotated[
+        int, typer.Option(min=1, help="Classified cells a sample needs for a call (fewer: no call, and why).")
+    ] = MIN_CELLS,
 ) -> None:
     """Classify every cell of new samples and read out each sample's class fractions."""
     from ifcml.deploy.predict import model_card, stores_for, write_predictions
@@ -564,7 +593,7 @@ def predict_command(
         with cell_progress(None, "ingest") as update:
             stores = scratch.enter_context(stores_for(sources, card, options, out, update))
         with cell_progress(sum(s.n_cells for s in stores), "predict") as progress:
-            samples = write_predictions(model_dir, stores, out, workers, progress)
+            samples = write_predictions(model_dir, stores, out, workers, progress, min_cells)
     _print_samples(samples)
     console.print(f"wrote {out / 'cells.csv'} and {out / 'samples.csv'}", highlight=False)
 
@@ -581,13 +610,21 @@ def _print_samples(samples: pd.DataFrame) -> None:
         headers |= {
             c: ">= " + c.split("_at_or_above_")[1].replace("pct", " %") for c in samples if "_above_" in c
         }
+        if "no_call" in samples and samples["no_call"].fillna("").astype(bool).any():
+            headers["no_call"] = "no call because"
     else:
         headers |= {c: c.removeprefix("fraction_") for c in samples if c.startswith("fraction_")}
     columns = [c for c in headers if c in samples]
     shown = Table(*(headers[c] for c in columns))
     for _, row in samples[columns].iterrows():
-        shown.add_row(*(f"{v:.3f}" if isinstance(v, float) else str(v) for v in row))
+        shown.add_row(*(_shown(v) for v in row))
     console.print(shown)
+
+
+def _shown(value) -> str:
+    if isinstance(value, float):
+        return "-" if pd.isna(value) else f"{value:.3f}"
+    return "no call" if value is None else str(value)
 
 
 @app.command("ui")
@@ -696,8 +733,20 @@ def _read_samples(path: Path) -> pd.DataFrame:
     return table
 
 
+def _show_notice(message, category, filename, lineno, file=None, line=None) -> None:
+    """ifcml's notices as one ``notice:`` line; other warnings as Python prints them."""
+    if issubclass(category, IfcmlNotice):
+        typer.echo(f"notice: {message}", err=True)
+    else:
+        _default_showwarning(message, category, filename, lineno, file, line)
+
+
+_default_showwarning = warnings.showwarning
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: run the app, turning user errors into one line and exit status 2."""
+    warnings.showwarning = _show_notice
     try:
         app(args=argv, prog_name="ifcml")
     except IfcmlError as exc:

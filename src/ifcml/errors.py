@@ -16,3 +16,7 @@ class InputError(IfcmlError):
 
 class StoreError(IfcmlError):
     """A CellStore cannot be written or read as asked."""
+
+
+class IfcmlNotice(UserWarning):
+    """Something a user should know that does not stop the work (the CLI prints one line)."""

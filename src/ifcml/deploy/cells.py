@@ -72,9 +72,9 @@ def from_store(store: CellStore, channels: Sequence[str], start: int, stop: int)
     picked = store.channel_indices(channels)
     rows = store.cells.iloc[start:stop]
     return CellImages(
-        store.images[start:stop][:, picked],
+        store.read(start, stop, picked),
         rows[["height", "width"]].to_numpy(),
-        None if store.masks is None else store.masks[start:stop][:, picked],
+        store.read_masks(start, stop, picked),
         rows["cell_id"].to_numpy(),
     )
 

@@ -30,7 +30,7 @@ from mlflow.types import ParamSchema, ParamSpec
 from packaging.requirements import Requirement
 
 import ifcml
-from ifcml.deploy.pyfunc import MODEL_ARTIFACT
+from ifcml.deploy.model_folder import MODEL_ARTIFACT, MODEL_CODE
 from ifcml.errors import InputError
 from ifcml.experiments.compare import design_runs
 from ifcml.experiments.mlflow_ui import lower_is_better
@@ -110,7 +110,7 @@ def export_model(
             "confounded": best.get("tags.confounded", "no"),  # the metric's honesty travels with it
         }
         arguments = {
-            "python_model": str(Path(__file__).with_name("model_code.py")),  # nothing pickled
+            "python_model": str(MODEL_CODE),  # nothing pickled
             "artifacts": {MODEL_ARTIFACT: inner},
             "pip_requirements": pinned_requirements(),
             "signature": SIGNATURE,

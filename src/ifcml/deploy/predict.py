@@ -6,6 +6,10 @@ class among classified cells and, when the model's readout class (``positive``, 
 is among its classes, that fraction and its call against the cutoff (25 %, the paper's
 treatment-intensity line). Where the cells carry reference labels, the reference fractions
 are written beside the predicted ones.
+
+A sample with fewer classified cells than ``min_cells`` gets no call (an empty cell in the
+CSV) and its reason in ``no_call``, never False: with 100 cells the 95 % binomial interval of a
+25 % fraction is already 17-34 %, and a sample whose cells were not found is not a negative.
 """
 
 from __future__ import annotations
@@ -18,14 +22,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-import mlflow
 import pandas as pd
-from mlflow.models import Model
 
+from ifcml.deploy.model_folder import check_exported, open_exported
 from ifcml.errors import InputError
 from ifcml.io.store import CellStore
 
 CUTOFF = 0.25
+MIN_CELLS = 100  # classified cells a call needs (see the module docstring)
 
 
 @dataclass
@@ -39,11 +43,10 @@ class ModelCard:
 
 
 def model_card(model_dir: Path) -> ModelCard:
+    """What the exported model at ``model_dir`` says (checked: see :mod:`ifcml.deploy.model_folder`)."""
     if not (Path(model_dir) / "MLmodel").is_file():
         raise InputError(f"{model_dir}: not an exported model (no MLmodel file; `ifcml export` makes one)")
-    meta = Model.load(str(model_dir)).metadata or {}
-    if "inputs" not in meta:
-        raise InputError(f"{model_dir}: an MLflow model, but not one written by `ifcml export`")
+    meta = check_exported(model_dir)
     summary = (
         f"{meta['model']} on {meta['channel_set']} from experiment {meta['experiment']} "
         f"({meta['metric']} {meta['metric_value']:.3f})"
@@ -94,6 +97,7 @@ def write_predictions(
     out: Path,
     workers: int = 1,
     on_cells: Callable[[int], None] | None = None,
+    min_cells: int = MIN_CELLS,
 ) -> pd.DataFrame:
     """``cells.csv`` and ``samples.csv`` in ``out`` (refused if either exists); returns the samples."""
     card = model_card(model_dir)
@@ -101,11 +105,11 @@ def write_predictions(
     existing = [str(p) for p in targets if p.exists()]
     if existing:
         raise InputError(f"{', '.join(existing)}: already exist(s); predict into another --out")
-    classifier = mlflow.pyfunc.load_model(str(model_dir)).unwrap_python_model()
+    classifier = open_exported(model_dir)
     cells = pd.concat([classifier.predict_store(s, workers, on_cells) for s in stores], ignore_index=True)
     if cells["label"].isna().all():
         cells = cells.drop(columns=["label"])
-    samples = sample_readout(cells, card.classes, card.positive)
+    samples = sample_readout(cells, card.classes, card.positive, min_cells)
     out.mkdir(parents=True, exist_ok=True)
     for table, path in ((cells, targets[0]), (samples, targets[1])):
         partial = path.with_name(f".{path.name}.{os.getpid()}")
@@ -114,21 +118,28 @@ def write_predictions(
     return samples
 
 
-def sample_readout(cells: pd.DataFrame, classes: list[str], positive: str | None) -> pd.DataFrame:
+def sample_readout(
+    cells: pd.DataFrame, classes: list[str], positive: str | None, min_cells: int = MIN_CELLS
+) -> pd.DataFrame:
     """One row per instance (see the module docstring)."""
     rows = []
     for instance, part in cells.groupby("instance", sort=True):
         classified = part["predicted"].notna()
-        row = {"instance": instance, "cells": len(part), "classified": int(classified.sum())}
+        n_classified = int(classified.sum())
+        row = {"instance": instance, "cells": len(part), "classified": n_classified}
         for name in classes:
             row[f"fraction_{name}"] = _share(part.loc[classified, "predicted"] == name)
         if "label" in part and part["label"].notna().any():
             for name in classes:
                 row[f"reference_fraction_{name}"] = _share(part["label"].dropna() == name)
         if positive:
+            call = row[f"fraction_{positive}"] >= CUTOFF if n_classified >= min_cells else None
             row[f"{positive}_fraction"] = row[f"fraction_{positive}"]
-            row[f"{positive}_at_or_above_{CUTOFF:.0%}".replace("%", "pct")] = (
-                row[f"fraction_{positive}"] >= CUTOFF
+            row[f"{positive}_at_or_above_{CUTOFF:.0%}".replace("%", "pct")] = call
+            row["no_call"] = (
+                f"{n_classified} classified cell(s), fewer than --min-cells {min_cells}"
+                if call is None
+                else ""
             )
         rows.append(row)
     return pd.DataFrame(rows)

@@ -94,26 +94,22 @@ Predictor = FeaturePredictor | NetworkPredictor
 
 @lru_cache(maxsize=2)
 def load_predictor(path: str) -> Predictor:
-    """The MLflow model logged by a grid or ``ifcml train`` at ``path`` (a local folder)."""
-    import mlflow
-    from mlflow.models import Model
+    """The model logged by a grid or ``ifcml train`` at ``path`` (a local folder), read by
+    :func:`~ifcml.models.saved.load_trained` (formats that run no code, or an error)."""
+    from ifcml.models.saved import load_trained
 
-    model_file = Model.load(path)
-    meta = model_file.metadata or {}
+    saved = load_trained(path)
+    meta = saved.metadata
     if not meta.get("inputs"):
         raise InputError(
             f"{path}: the model does not say how it reads raw cells (its feature table predates "
             "this ifcml; measure and train again)"
         )
-    if "keras" in model_file.flavors:
-        from ifcml.models.inference import load_for_inference
+    if saved.flavor == "keras":
+        from ifcml.models.inference import network_from
 
-        return NetworkPredictor(load_for_inference(path))
-    if "xgboost" in model_file.flavors:
-        model = mlflow.xgboost.load_model(path)
-    else:
-        model = mlflow.sklearn.load_model(path)
-    return FeaturePredictor(model, list(meta["classes"]), list(meta["features"]), meta["inputs"])
+        return NetworkPredictor(network_from(saved))
+    return FeaturePredictor(saved.model, list(meta["classes"]), list(meta["features"]), meta["inputs"])
 
 
 def predict_cells(predictor: Predictor, cells: CellImages) -> pd.DataFrame:

@@ -14,17 +14,17 @@ Both give ``predicted`` and, for models that have them, ``probability_<class>`` 
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import mlflow
 import pandas as pd
 
 from ifcml.deploy.cells import from_arrays
+from ifcml.deploy.model_folder import MODEL_ARTIFACT
 from ifcml.deploy.predictors import load_predictor, predict_cells, predict_store
 from ifcml.errors import InputError
 from ifcml.io.store import CellStore
-
-MODEL_ARTIFACT = "model"  # the trained model inside the exported one
 
 
 class CellClassifier(mlflow.pyfunc.PythonModel):
@@ -33,8 +33,18 @@ class CellClassifier(mlflow.pyfunc.PythonModel):
     _skip_type_hint_validation = True
 
     def load_context(self, context) -> None:
-        self.model_path = context.artifacts[MODEL_ARTIFACT]
-        self.predictor = load_predictor(self.model_path)
+        self._load(context.artifacts[MODEL_ARTIFACT])
+
+    @classmethod
+    def from_folder(cls, model_path: Path | str) -> CellClassifier:
+        """The classifier of a trained model folder, without MLflow's loader."""
+        classifier = cls()
+        classifier._load(str(model_path))
+        return classifier
+
+    def _load(self, model_path: str) -> None:
+        self.model_path = model_path
+        self.predictor = load_predictor(model_path)
 
     def predict(self, context, model_input, params: dict[str, Any] | None = None) -> pd.DataFrame:
         workers = int((params or {}).get("workers", 1))

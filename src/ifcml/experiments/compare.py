@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import io
+import os
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -33,6 +34,7 @@ from ifcml.errors import InputError  # noqa: E402
 from ifcml.experiments.metrics import CUTOFFS  # noqa: E402
 from ifcml.experiments.mlflow_store import search_all  # noqa: E402
 from ifcml.experiments.mlflow_ui import DESIGN_METRICS, DESIGNS_FILTER, designs_link, ui_base  # noqa: E402
+from ifcml.outputs import check_replaceable  # noqa: E402
 
 
 def design_runs(client: MlflowClient, experiment: str) -> pd.DataFrame:
@@ -81,10 +83,15 @@ def comparison(client: MlflowClient, experiment: str) -> tuple[pd.DataFrame, pd.
 
 def write_report(client: MlflowClient, experiment: str, out: Path) -> tuple[Path, pd.DataFrame]:
     """``comparison.csv`` and ``report.html`` (figures inlined) in ``out``; returns the report
-    and the comparison table."""
+    and the comparison table.
+
+    The report is a view of the tracking store, so an earlier ifcml report in ``out`` is
+    refreshed; any other existing ``out`` is refused. Each file is replaced whole or not at all.
+    """
+    check_replaceable(out, is_report(out), "an ifcml report folder")
     table, folds = comparison(client, experiment)
     out.mkdir(parents=True, exist_ok=True)
-    table.drop(columns=["run_id", "artifact_uri"]).to_csv(out / "comparison.csv", index=False)
+    _replace(out / "comparison.csv", table.drop(columns=["run_id", "artifact_uri"]).to_csv(index=False))
     artifacts, notes = _artifacts(table)
     figures = {"Per-instance accuracy of held-out units, per channel set": _boxplots(folds)}
     confusions = [  # each design's own figure, as its run logged it: nothing redrawn
@@ -110,9 +117,21 @@ def write_report(client: MlflowClient, experiment: str, out: Path) -> tuple[Path
         confusions=confusions,
         figures=figures,
     )
-    report = out / "report.html"
-    report.write_text(html)
+    report = out / REPORT
+    _replace(report, html)
     return report, table
+
+
+def is_report(folder: Path) -> bool:
+    """A folder holding an ifcml comparison report (and nothing else of note)."""
+    page = folder / REPORT
+    return folder.is_dir() and page.is_file() and MARK in page.read_text(errors="replace")[:500]
+
+
+def _replace(path: Path, text: str) -> None:
+    partial = path.with_name(f".{path.name}.{os.getpid()}")
+    partial.write_text(text)
+    os.replace(partial, path)
 
 
 def _flat(run: Run) -> dict:
@@ -234,6 +253,8 @@ def _encode(png: bytes) -> str:
     return "data:image/png;base64," + base64.b64encode(png).decode()
 
 
+REPORT = "report.html"
+MARK = "<title>ifcml: "  # the report's title, as every ifcml report so far has written it
 TEMPLATE = jinja2.Environment(autoescape=True).from_string(
     """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>ifcml: {{ experiment }}</title>

@@ -167,36 +167,49 @@ def prepare_data(
     from ifcml.features.table import write_features
     from ifcml.io.channels import parse_channel_map
     from ifcml.io.detect import open_source
-    from ifcml.io.store import CellStore, write_store
+    from ifcml.io.store import CellStore, is_store, write_store
+    from ifcml.outputs import claimed
 
     data = spec.data
     models = spec.model_specs()
     classical = [m for m in models if not isinstance(m, NetworkSpec)]
     if classical and data.features is None:
         raise InputError(f"experiment {spec.name}: data.features is needed for {classical[0].name}")
-    needs_store = len(classical) < len(models) or (classical and not data.features.exists())
-    if needs_store and not (data.store / "meta.json").exists():
-        if data.ingest is None:
-            raise InputError(f"{data.store}: no such store, and the experiment has no data.ingest to make it")
-        channels = parse_channel_map(data.ingest.channels)
-        sources = [
-            open_source(path, data.ingest.format, channels=channels, grid=data.ingest.grid)
-            for path in data.ingest.sources
-        ]
-        write_store(sources, data.store, on_cells=on_cells)
-    if classical and not data.features.exists():
-        needed = sorted({c for channels in spec.channel_sets.values() for c in channels})
-        store = CellStore(data.store)
-        write_features(
-            store.path,
-            data.features,
-            recipe=load_recipe(data.recipe),
-            channels=[c for c in store.channels if c in needed],
-            workers=workers,
-            scheduler=scheduler,
-            resume=True,
-            on_cells=on_cells,
-        )
+
+    def features_missing() -> bool:
+        return bool(classical) and not data.features.exists()
+
+    def store_missing() -> bool:
+        return (len(classical) < len(models) or features_missing()) and not is_store(data.store)
+
+    if not (store_missing() or features_missing()):
+        return
+    # two grids of one spec at once: one makes the data, the other waits and then finds it made
+    with claimed(data.store.with_name(f"{data.store.name}.prepare"), wait=True):
+        if store_missing():
+            if data.ingest is None:
+                raise InputError(
+                    f"{data.store}: no such store, and the experiment has no data.ingest to make it"
+                )
+            channels = parse_channel_map(data.ingest.channels)
+            sources = [
+                open_source(path, data.ingest.format, channels=channels, grid=data.ingest.grid)
+                for path in data.ingest.sources
+            ]
+            write_store(sources, data.store, on_cells=on_cells)
+        if features_missing():
+            needed = sorted({c for channels in spec.channel_sets.values() for c in channels})
+            store = CellStore(data.store)
+            write_features(
+                store.path,
+                data.features,
+                recipe=load_recipe(data.recipe),
+                channels=[c for c in store.channels if c in needed],
+                workers=workers,
+                scheduler=scheduler,
+                resume=True,
+                on_cells=on_cells,
+            )
 
 
 def run_task(task: Task) -> str | None:

@@ -41,6 +41,7 @@ from ifcml.experiments import metrics  # noqa: E402
 from ifcml.experiments.evaluate import Evaluation, FoldResult, Trained  # noqa: E402
 from ifcml.experiments.mlflow_ui import designs_view  # noqa: E402
 from ifcml.features.table import LABEL, metadata_columns  # noqa: E402
+from ifcml.models.saved import SKOPS_TRUSTED  # noqa: E402
 from ifcml.models.tuning import Trial  # noqa: E402
 from ifcml.progress import Progress  # noqa: E402
 
@@ -49,9 +50,6 @@ OWNER_TAG = "ifcml.owner"  # host:pid of the process working on a run
 DESIGN_TAG, TASK_TAG = "ifcml.design", "ifcml.task"  # a grid's design key; a fold's task key
 EXPERIMENT_KIND = "mlflow.experimentKind"  # MLflow 3's UI opens GenAI pages unless it says:
 MODEL_TRAINING = "custom_model_development"
-
-# Types skops must load besides scikit-learn's estimators: reviewed, nothing that runs code.
-SKOPS_TRUSTED = ["numpy.dtype", "sklearn.tree._tree.Tree"]
 
 
 def use_experiment(client: MlflowClient, name: str) -> str:

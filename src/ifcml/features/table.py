@@ -25,11 +25,12 @@ import pyarrow.parquet as pq
 import yaml
 
 from ifcml import __version__
-from ifcml.errors import StoreError
+from ifcml.errors import InputError, StoreError
 from ifcml.executors import executor
 from ifcml.features.objects import cell_objects, check_objects
 from ifcml.features.recipe import Recipe
 from ifcml.io.store import CellStore
+from ifcml.outputs import check_replaceable, claimed, is_ifcml_table
 
 ENGINES = ("cp-measure", "cellprofiler")
 # height and width: each cell image's true size (an exported model brings new cells to the
@@ -86,8 +87,8 @@ def measure_chunk(job: FeatureJob, start: int, stop: int) -> pd.DataFrame:
     """Metadata and features of cells ``start:stop`` of the store (runs in a worker)."""
     store = _open_store(job.store, job.store_digest)
     picked = store.channel_indices(job.channels)
-    images = store.images[start:stop][:, picked]
-    masks = None if store.masks is None else store.masks[start:stop][:, picked]
+    images = store.read(start, stop, picked)
+    masks = store.read_masks(start, stop, picked)
     rows = store.cells.iloc[start:stop]
     sizes = rows[["height", "width"]].to_numpy()
     features = measure_images(images, masks, sizes, list(job.channels), job.recipe, job.engine)
@@ -136,15 +137,32 @@ def write_features(
     out = Path(out)
     if engine not in ENGINES:
         raise StoreError(f"unknown engine {engine!r}; expected one of {', '.join(ENGINES)}")
-    if out.exists() and not overwrite:
-        raise StoreError(f"{out}: already exists (pass --overwrite to replace it)")
     recipe = recipe or Recipe()
     chosen = tuple(channels) if channels else tuple(store.channels)
     store.channel_indices(chosen)  # unknown channel names fail here, before any work
     check_objects(recipe, chosen, has_masks=store.masks is not None)
     job = FeatureJob(store.path.resolve(), store.meta["images_sha256"], chosen, recipe, engine)
+    with claimed(out):
+        if out.exists():
+            if not overwrite:
+                raise StoreError(f"{out}: already exists (pass --overwrite to replace it)")
+            check_replaceable(out, is_ifcml_table(out), "an ifcml feature table")
+        _measure_into(store, job, out, resume, workers, scheduler, on_cells)
+    return out
+
+
+def _measure_into(
+    store: CellStore,
+    job: FeatureJob,
+    out: Path,
+    resume: bool,
+    workers: int,
+    scheduler: str | None,
+    on_cells: Callable[[int], None] | None,
+) -> None:
+    """Measure the missing chunks into the working folder, then assemble ``out`` (claimed)."""
     parts = _open_parts(out, job.manifest(store), resume)
-    step = recipe.chunk_cells
+    step = job.recipe.chunk_cells
     chunks = [(a, min(a + step, store.n_cells)) for a in range(0, store.n_cells, step)]
     todo = [(a, b) for a, b in chunks if not _part_path(parts, a, b).exists()]
     if on_cells:
@@ -152,11 +170,9 @@ def write_features(
     with executor(workers, scheduler) as pool:
         _run_chunks(job, todo, parts, pool, on_cells)
     _assemble(parts, [_part_path(parts, a, b) for a, b in chunks], out)
-    out.with_suffix(".recipe.yaml").write_text(
-        yaml.safe_dump({"engine": engine, "channels": list(chosen), **recipe.model_dump()}, sort_keys=False)
-    )
+    settings = {"engine": job.engine, "channels": list(job.channels), **job.recipe.model_dump()}
+    out.with_suffix(".recipe.yaml").write_text(yaml.safe_dump(settings, sort_keys=False))
     shutil.rmtree(parts)
-    return out
 
 
 def _run_chunks(job, todo, parts: Path, pool: Executor | None, on_cells) -> None:
@@ -167,7 +183,7 @@ def _run_chunks(job, todo, parts: Path, pool: Executor | None, on_cells) -> None
         results = ((*futures.pop(f), f.result()) for f in as_completed(list(futures)))
     for start, stop, table in results:
         path = _part_path(parts, start, stop)
-        tmp = path.with_suffix(".tmp")
+        tmp = path.with_suffix(f".tmp-{os.getpid()}")
         table.to_parquet(tmp, index=False)
         os.replace(tmp, path)
         if on_cells:
@@ -218,7 +234,7 @@ def _assemble(parts: Path, files: list[Path], out: Path) -> None:
         [(n, t if not pa.types.is_null(t) else pa.float64()) for n, t in names.items()],
         metadata={"ifcml": (parts / "manifest.json").read_text()},  # store hash, recipe, channels
     )
-    tmp = parts / "table.parquet"
+    tmp = parts / f"table-{os.getpid()}.parquet"
     with pq.ParquetWriter(tmp, schema) as writer:
         for path in files:
             part = pq.read_table(path)
@@ -238,7 +254,15 @@ def table_manifest(path: Path | str) -> dict:
 
 def read_features(path: Path | str) -> pd.DataFrame:
     """A feature table, with the feature columns as float64."""
-    table = pd.read_parquet(path)
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: no such feature table (make one with `ifcml features`)")
+    try:
+        table = pd.read_parquet(path)
+    except Exception as exc:  # pyarrow raises several kinds for a damaged or foreign file
+        raise InputError(f"{path}: not a readable Parquet table ({exc})") from exc
+    if CELL not in table:
+        raise InputError(f"{path}: not an ifcml feature table (no {CELL} column)")
     features = feature_columns(table)
     table[features] = table[features].astype(np.float64)
     return table

@@ -8,6 +8,7 @@ background thread of tf.data while the previous batch is on the CPU (or GPU), so
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +22,7 @@ from ifcml.io.store import CellStore
 from ifcml.models.inputs import store_crops
 from ifcml.models.network_spec import Crop
 from ifcml.models.networks import EMBEDDING, load_network
+from ifcml.models.saved import SavedModel, load_trained
 
 
 @dataclass
@@ -45,19 +47,29 @@ def load_for_inference(
         n_classes = model.output_shape[-1]
         names = list(classes) if classes else [f"class_{k}" for k in range(n_classes)]
         return Network(model, list(channels), names, Crop(size=model.input_shape[1]))
+    if Path(text).is_dir():
+        return network_from(load_trained(text))
     import mlflow
-    from mlflow.models import Model
 
-    try:  # a folder is read as it is (its logged model's id may belong to another tracking store)
-        info = Model.load(text) if Path(text).is_dir() else mlflow.models.get_model_info(text)
-    except Exception as exc:  # mlflow raises several kinds for a missing model or run
-        raise InputError(f"{text}: not an MLflow model ({exc})") from exc
-    if "keras" not in info.flavors:
-        raise InputError(f"{text}: an MLflow model, but not a network (flavors: {', '.join(info.flavors)})")
-    model = mlflow.keras.load_model(text, load_model_kwargs={"safe_mode": True, "compile": False})
-    meta = info.metadata or {}
-    inputs = meta["inputs"]
-    return Network(model, list(inputs["channels"]), list(meta["classes"]), Crop(**inputs["crop"]))
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            folder = mlflow.artifacts.download_artifacts(text, dst_path=tmp)
+        except Exception as exc:  # mlflow raises several kinds for a missing model or run
+            raise InputError(f"{text}: not an MLflow model ({exc})") from exc
+        return network_from(load_trained(folder))
+
+
+def network_from(saved: SavedModel) -> Network:
+    """A loaded network with the channels, classes and crop its metadata names."""
+    if saved.flavor != "keras":
+        raise InputError(f"an MLflow model, but not a network (a {saved.flavor} model)")
+    inputs = saved.metadata.get("inputs") or {}
+    try:
+        return Network(
+            saved.model, list(inputs["channels"]), list(saved.metadata["classes"]), Crop(**inputs["crop"])
+        )
+    except (KeyError, TypeError) as exc:
+        raise InputError(f"the network's metadata lacks {exc} (channels, classes and crop)") from exc
 
 
 def predict_store(

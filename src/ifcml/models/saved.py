@@ -1,0 +1,121 @@
+"""Trained model folders are data, not code: ifcml reads them itself and refuses anything else.
+
+A grid or ``ifcml train`` saves each final model as an MLflow model folder in one of three
+formats, none of which runs code when it is read: scikit-learn through skops, XGBoost's JSON,
+Keras' ``.keras`` (read in safe mode). The folders are read here and not by MLflow's loaders,
+because those do what the folder's ``MLmodel`` says: unpickle a file, import a class it names,
+trust the skops types it lists. A folder from a colleague's machine or a download would then
+decide what runs. Here the formats, the class and the trusted types are fixed in ifcml's
+source, and a folder that asks for anything else is refused before any of it is deserialised.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ifcml.errors import InputError
+
+# Types skops must load besides scikit-learn's estimators: reviewed, nothing that runs code.
+SKOPS_TRUSTED = ["numpy.dtype", "sklearn.tree._tree.Tree"]
+XGBOOST_CLASS = "xgboost.sklearn.XGBClassifier"
+FLAVORS = ("sklearn", "xgboost", "keras")
+
+
+@dataclass
+class SavedModel:
+    flavor: str  # one of FLAVORS
+    model: Any
+    metadata: dict  # the MLmodel's metadata: classes, features, inputs
+
+
+def read_mlmodel(folder: Path | str) -> dict:
+    """The folder's ``MLmodel`` file, read as plain YAML (no Python objects)."""
+    path = Path(folder) / "MLmodel"
+    if not path.is_file():
+        raise InputError(f"{folder}: not an MLflow model folder (no MLmodel file)")
+    try:
+        content = yaml.safe_load(path.read_text())
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise InputError(f"{path}: not valid YAML ({exc})") from exc
+    if not isinstance(content, dict) or not isinstance(content.get("flavors"), dict):
+        raise InputError(f"{path}: no 'flavors' mapping; not an MLflow model file")
+    return content
+
+
+def load_trained(folder: Path | str) -> SavedModel:
+    """The trained model in ``folder``, or an error naming what in it is not ifcml's format."""
+    folder = Path(folder)
+    mlmodel = read_mlmodel(folder)
+    flavors = [f for f in FLAVORS if f in mlmodel["flavors"]]
+    if len(flavors) != 1:
+        raise InputError(
+            f"{folder / 'MLmodel'}: flavors {', '.join(mlmodel['flavors'])}; ifcml reads exactly one of "
+            f"{', '.join(FLAVORS)}"
+        )
+    flavor = flavors[0]
+    settings = mlmodel["flavors"][flavor] or {}
+    if settings.get("code"):
+        raise InputError(f"{folder / 'MLmodel'}: the model ships code ({settings['code']}); ifcml refuses it")
+    load = {"sklearn": _load_skops, "xgboost": _load_xgboost, "keras": _load_keras}[flavor]
+    return SavedModel(flavor, load(folder, settings), mlmodel.get("metadata") or {})
+
+
+def _load_skops(folder: Path, settings: dict) -> Any:
+    import skops.io
+
+    if settings.get("serialization_format") != "skops":
+        raise InputError(
+            f"{folder / 'MLmodel'}: scikit-learn model serialised as "
+            f"{settings.get('serialization_format')!r}; ifcml reads only skops (a pickle runs code)"
+        )
+    path = _inside(folder, settings.get("pickled_model"), ".skops")
+    try:
+        untrusted = [t for t in skops.io.get_untrusted_types(file=path) if t not in SKOPS_TRUSTED]
+    except Exception as exc:  # skops raises several kinds for a damaged file
+        raise InputError(f"{path}: not a readable skops file ({exc})") from exc
+    if untrusted:
+        raise InputError(f"{path}: holds type(s) ifcml does not trust: {', '.join(untrusted)}")
+    return skops.io.load(path, trusted=SKOPS_TRUSTED)
+
+
+def _load_xgboost(folder: Path, settings: dict) -> Any:
+    from xgboost import XGBClassifier, XGBoostError
+
+    if settings.get("model_class") != XGBOOST_CLASS or settings.get("model_format") != "json":
+        raise InputError(
+            f"{folder / 'MLmodel'}: XGBoost model of class {settings.get('model_class')!r} in format "
+            f"{settings.get('model_format')!r}; ifcml reads only {XGBOOST_CLASS} in JSON"
+        )
+    path = _inside(folder, settings.get("data"), ".json")
+    model = XGBClassifier()
+    try:
+        model.load_model(path)
+    except XGBoostError as exc:
+        raise InputError(f"{path}: not a readable XGBoost JSON model ({str(exc).splitlines()[0]})") from exc
+    return model
+
+
+def _load_keras(folder: Path, settings: dict) -> Any:
+    from ifcml.models.networks import load_network
+
+    if settings.get("save_exported_model"):
+        raise InputError(f"{folder / 'MLmodel'}: a TensorFlow SavedModel; ifcml reads only .keras files")
+    path = _inside(folder, f"{settings.get('data') or 'data'}/model.keras", ".keras")
+    try:
+        return load_network(path)
+    except Exception as exc:  # Keras raises several kinds; safe mode refuses lambdas and custom code
+        raise InputError(f"{path}: not a .keras model ifcml can load safely ({exc})") from exc
+
+
+def _inside(folder: Path, name: str | None, suffix: str) -> Path:
+    """``folder/name``, refused unless it is a ``suffix`` file inside the folder."""
+    path = (folder / str(name)).resolve()
+    if not name or path.suffix != suffix or not path.is_relative_to(folder.resolve()) or not path.is_file():
+        raise InputError(
+            f"{folder / 'MLmodel'}: names model file {name!r}; expected a {suffix} file in {folder}"
+        )
+    return path
