@@ -45,6 +45,9 @@ app = typer.Typer(
 console = Console(soft_wrap=True)  # long paths stay on one line (greppable)
 
 
+# --seed: numpy's and hyperopt's seeds are unsigned 32-bit integers
+Seed = typer.Option(min=0, max=2**32 - 1, help="Random seed (0 to 2^32-1).")
+
 # The --tracking-uri option every MLflow verb takes.
 TrackingUri = Annotated[
     str | None,
@@ -152,7 +155,7 @@ def simulate(
         str, typer.Option(help=f"Channels to render, from {','.join(PAPER_CHANNELS.values())}.")
     ] = ",".join(PAPER_CHANNELS.values()),
     unlabelled: Annotated[bool, typer.Option(help="Write no labels (a new sample to predict).")] = False,
-    seed: Annotated[int, typer.Option()] = 0,
+    seed: Annotated[int, Seed] = 0,
 ) -> None:
     """Simulate bone-marrow IFC samples (leukemic / normal / other) with known fractions."""
     settings = SimulationSettings(
@@ -182,7 +185,7 @@ def run_simulation(settings: SimulationSettings, out: Path, fmt: str) -> None:
 @app.command()
 def demo(
     out: Annotated[Path, typer.Option(help="Folder for the demo's data and results.")] = Path("demo_output"),
-    seed: Annotated[int, typer.Option()] = 0,
+    seed: Annotated[int, Seed] = 0,
 ) -> None:
     """The main job on embedded default data: simulate, ingest, measure, grid, report, export, readout.
 
@@ -366,10 +369,13 @@ def train_command(
     max_evals: Annotated[
         int | None, typer.Option(min=1, help="hyperopt trials (default: the spec's).")
     ] = None,
-    seed: Annotated[int, typer.Option()] = 0,
+    seed: Annotated[int, Seed] = 0,
     experiment: Annotated[str, typer.Option(help="MLflow experiment name.")] = "ifcml",
     tracking_uri: TrackingUri = None,
-    positive: Annotated[str, typer.Option(help="Class whose fraction is the readout.")] = "leukemic",
+    positive: Annotated[
+        str | None,
+        typer.Option(help="Class whose fraction is the readout (default: leukemic, where it is a label)."),
+    ] = None,
     log_trials: Annotated[
         bool, typer.Option("--log-trials", help="Also log each hyperopt trial as a nested MLflow run.")
     ] = False,
@@ -503,7 +509,7 @@ def compare_command(
 
     check_metric(metric)  # before anything is written
     uri = default_uri(tracking_uri)
-    client = connect(uri)
+    client = connect(uri, existing=True)
     report, table = write_report(client, experiment, out or Path(f"compare_{experiment}"))
     experiment_id = client.get_experiment_by_name(experiment).experiment_id
     add_view(client, experiment_id, metric)
@@ -541,7 +547,7 @@ def export_command(
     from ifcml.experiments.mlflow_store import connect
     from ifcml.experiments.mlflow_store import tracking_uri as default_uri
 
-    client = connect(default_uri(tracking_uri))
+    client = connect(default_uri(tracking_uri), existing=True)
     exported = export_model(client, experiment, metric, out, model=model, register=register, alias=alias)
     console.print(
         f"exported {exported.model} | {exported.channel_set} ({exported.metric} {exported.value:.3f}, "
@@ -662,7 +668,7 @@ def embed_command(
         str | None, typer.Option(help="Channels in the network's order (only for a bare .keras file).")
     ] = None,
     max_points: Annotated[int, typer.Option(min=10, help="Cells in t-SNE/UMAP and the projector.")] = 5000,
-    seed: Annotated[int, typer.Option()] = 0,
+    seed: Annotated[int, Seed] = 0,
     tracking_uri: Annotated[
         str | None,
         typer.Option(help="MLflow tracking URI for runs:/ and models:/ (default: as `ifcml train`)."),
@@ -674,7 +680,8 @@ def embed_command(
     from ifcml.models.embed import embed
     from ifcml.models.inference import load_for_inference
 
-    connect(default_uri(tracking_uri))
+    if not Path(model).exists():  # runs:/ and models:/ are found in the tracking store
+        connect(default_uri(tracking_uri), existing=True)
     network = load_for_inference(model, _names(channels))
     opened = CellStore(store)
     with cell_progress(opened.n_cells, "embed") as update:
@@ -745,13 +752,25 @@ _default_showwarning = warnings.showwarning
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Entry point: run the app, turning user errors into one line and exit status 2."""
+    """Entry point: run the app, turning user errors (ifcml's, and bad options) into one
+    ``error:`` line and exit status 2."""
     warnings.showwarning = _show_notice
     try:
-        app(args=argv, prog_name="ifcml")
+        code = app(args=argv, prog_name="ifcml", standalone_mode=False)
     except IfcmlError as exc:
         typer.echo(f"error: {exc}", err=True)
         sys.exit(2)
+    except typer.Abort:
+        typer.echo("error: interrupted", err=True)
+        sys.exit(130)
+    except typer.TyperException as exc:  # a bad option or argument (Click's usage errors)
+        if type(exc).__name__ == "NoArgsIsHelpError":  # a group without a command: its help was shown
+            sys.exit(0)
+        context = getattr(exc, "ctx", None)
+        where = f"{context.command_path}: " if context is not None else ""
+        typer.echo(f"error: {where}{exc.format_message()} (see --help)", err=True)
+        sys.exit(getattr(exc, "exit_code", 2))
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

@@ -35,7 +35,7 @@ from ifcml.errors import InputError
 from ifcml.executors import executor
 from ifcml.experiments.evaluate import LABEL, Evaluation
 from ifcml.experiments.mlflow_store import connect, search_all
-from ifcml.experiments.run import Prepared, prepare, run_name, run_params, run_tags
+from ifcml.experiments.run import Prepared, check_positive, prepare, run_name, run_params, run_tags
 from ifcml.experiments.spec import ExperimentSpec
 from ifcml.experiments.splits import confound_check
 from ifcml.experiments.tracking import (
@@ -94,6 +94,7 @@ def run_grid(
     for m in range(len(spec.model_specs())):
         for channel_set in spec.channel_sets:
             prepared = _prepared(spec, m, channel_set)
+            check_positive(prepared, spec.positive if "positive" in spec.model_fields_set else None)
             reports = confound_check(prepared.table)
             confounds.update(r.message() for r in reports)
             design = _key(spec, prepared, channel_set)

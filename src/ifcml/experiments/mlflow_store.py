@@ -13,6 +13,7 @@ import fcntl
 import os
 from functools import lru_cache
 from pathlib import Path
+from urllib.parse import urlparse
 
 import mlflow
 from mlflow.entities import Run
@@ -21,6 +22,7 @@ from mlflow.tracking import MlflowClient
 from ifcml.errors import InputError
 
 SEARCH_PAGE = 1000  # runs per search request
+SCHEMES = ("sqlite", "http", "https", "postgresql", "mysql", "mssql", "databricks", "file")
 
 
 def tracking_uri(explicit: str | None = None) -> str:
@@ -28,11 +30,21 @@ def tracking_uri(explicit: str | None = None) -> str:
     return explicit or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path.cwd() / 'mlflow.db'}"
 
 
-def connect(uri: str) -> MlflowClient:
+def connect(uri: str, existing: bool = False) -> MlflowClient:
     """A client of the tracking store at ``uri``, which also becomes this process's MLflow
     default (the fluent API that logs models reads it). A new SQLite store is created under a
     file lock: MLflow's schema migration breaks the database for good when two processes run
-    it at once."""
+    it at once. Readers (``existing``) refuse a SQLite store that does not exist rather than
+    create an empty one at a misspelt path."""
+    scheme = urlparse(uri).scheme
+    if scheme not in SCHEMES:
+        raise InputError(
+            f"tracking URI {uri!r}: unsupported scheme {scheme!r}; use sqlite:///PATH.db, "
+            "http(s)://HOST:PORT of an MLflow server, or a database URL (postgresql://, mysql://)"
+        )
+    database = Path(uri.removeprefix("sqlite:///"))
+    if existing and scheme == "sqlite" and not database.is_file():
+        raise InputError(f"{uri}: no MLflow store there ({database} does not exist); check --tracking-uri")
     _create_once(uri)
     mlflow.set_tracking_uri(uri)
     return MlflowClient(uri)

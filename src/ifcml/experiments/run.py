@@ -182,9 +182,19 @@ def prepare(
 ) -> Prepared:
     """Read ``data`` for ``spec`` (a feature table for classical models, a store for networks)."""
     data = Path(data)
+    if not data.exists():
+        raise InputError(f"{data}: no such feature table or store")
     if isinstance(spec, NetworkSpec):
-        return _prepare_network(data, spec, channels, relabel)
-    return _prepare_classical(data, spec, channels, relabel, pruning or Pruning())
+        prepared = _prepare_network(data, spec, channels, relabel)
+    else:
+        prepared = _prepare_classical(data, spec, channels, relabel, pruning or Pruning())
+    if len(prepared.classes) < 2:
+        found = f"only {prepared.classes[0]!r}" if prepared.classes else "none"
+        raise InputError(
+            f"{data}: a model needs labelled cells of at least two classes (usable cells: "
+            f"{len(prepared.table)}, labels: {found}); label the cells at ingest (label folders, --label)"
+        )
+    return prepared
 
 
 @dataclass(frozen=True)
@@ -211,7 +221,7 @@ def run_model(
     seed: int = 0,
     experiment: str = "ifcml",
     uri: str | None = None,
-    positive: str = "leukemic",
+    positive: str | None = None,
     log_trials: bool = False,
     watch: Watch = Watch(),
 ) -> TrainResult:
@@ -225,6 +235,8 @@ def run_model(
     prepared = prepare(data, spec, channels, relabel, pruning)
     if labels:
         _check_labels(prepared, labels)
+    check_positive(prepared, positive)
+    positive = positive or DEFAULT_POSITIVE
     confounds = confound_check(prepared.table)
     for report in confounds:
         watch.confound(report.message())
@@ -252,6 +264,9 @@ def run_model(
         fail_run(client, parent, f"{type(exc).__name__}: {exc}")
         raise
     return TrainResult(parent, uri, client.get_run(parent).info.experiment_id, summary, confounds)
+
+
+DEFAULT_POSITIVE = "leukemic"  # the paper's readout class
 
 
 def run_name(prepared: Prepared, channel_set: str | None = None) -> str:
@@ -293,6 +308,16 @@ def chosen_channels(source: Path, available: list[str], channels: list[str] | No
     if unknown:
         raise InputError(f"{source}: no channel(s) {', '.join(unknown)}; it has {', '.join(available)}")
     return chosen
+
+
+def check_positive(prepared: Prepared, positive: str | None) -> None:
+    """A readout class that was asked for must be a label of the usable cells (the default,
+    ``leukemic``, is read out only where it is one)."""
+    if positive is not None and positive not in prepared.classes:
+        raise InputError(
+            f"positive: {positive!r} is not a label of the usable cells of {prepared.source} "
+            f"(labels: {', '.join(prepared.classes)})"
+        )
 
 
 def _check_labels(prepared: Prepared, labels: list[str]) -> None:

@@ -66,14 +66,14 @@ class ModelEntry(_Strict):
 
 
 class ExperimentSpec(_Strict):
-    name: str  # the MLflow experiment
+    name: str = Field(pattern=r"^\S(.*\S)?$")  # the MLflow experiment: not empty, no edge spaces
     data: Data
     models: list[str | ModelEntry] = Field(min_length=1)
     channel_sets: dict[str, list[str]] = Field(min_length=1)
     split: str = "leave-one-instance-out"
     max_evals: int | None = Field(None, ge=1)  # classical models' hyperopt budget (default: the spec's)
-    seed: int = 0
-    positive: str = "leukemic"  # the class whose fraction is the readout
+    seed: int = Field(0, ge=0, le=2**32 - 1)  # numpy's and hyperopt's seeds are unsigned 32-bit
+    positive: str = "leukemic"  # the class whose fraction is the readout (must be a label when given)
     log_trials: bool = False  # hyperopt trials as nested MLflow runs too (they are always a table)
 
     @field_validator("channel_sets")

@@ -308,7 +308,8 @@ def _write_new(
                 if on_cells:
                     on_cells(len(chunk))
         n_cells, digest = writer.close()
-        writer = None
+        instances, writer = writer.instances, None
+        _check_samples(sample_info, instances)
         if n_cells == 0:
             names = ", ".join(s.name for s in sources)
             raise StoreError(
@@ -369,6 +370,26 @@ def _sample_lookup(samples: pd.DataFrame | None) -> dict[str, dict[str, str | No
     return lookup
 
 
+def _check_samples(samples: dict[str, dict], instances: set[str]) -> None:
+    """A samples table must describe the instances read: none matching is an error (a typo in
+    every row), some missing a notice."""
+    if not samples or not instances:
+        return
+    missing = sorted(instances - set(samples))
+    if len(missing) == len(instances):
+        raise StoreError(
+            f"--samples: no row names an instance that was read (instances: {', '.join(sorted(instances)[:5])}"
+            f"{', ...' if len(instances) > 5 else ''}; rows: {', '.join(sorted(samples)[:5])})"
+        )
+    if missing:
+        warnings.warn(
+            f"--samples: no row for {len(missing)} instance(s) ({', '.join(missing[:5])}); "
+            "their patient and timepoint stay empty",
+            IfcmlNotice,
+            stacklevel=3,
+        )
+
+
 class _ChunkWriter:
     """Buffers cells and writes whole, aligned zarr chunks and parquet row groups.
 
@@ -405,6 +426,7 @@ class _ChunkWriter:
         self.chunk = chunk
         self.samples = samples
         self.n_written = 0
+        self.instances: set[str] = set()  # every instance written
         self.pending: list[CellChunk] = []
         self.n_pending = 0
         self.hash = hashlib.sha256()
@@ -467,6 +489,7 @@ class _ChunkWriter:
                 if masks is not None:
                     masks[i, :, :h, :w] = chunk.masks[j]
                 instance = chunk.instances[j]
+                self.instances.add(instance)
                 sample = self.samples.get(instance, {})
                 rows["cell_id"].append(self.n_written + i)
                 rows["instance"].append(instance)
