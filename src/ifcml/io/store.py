@@ -377,9 +377,9 @@ def _check_samples(samples: dict[str, dict], instances: set[str]) -> None:
         return
     missing = sorted(instances - set(samples))
     if len(missing) == len(instances):
+        read, rows = ", ".join(sorted(instances)[:5]), ", ".join(sorted(samples)[:5])
         raise StoreError(
-            f"--samples: no row names an instance that was read (instances: {', '.join(sorted(instances)[:5])}"
-            f"{', ...' if len(instances) > 5 else ''}; rows: {', '.join(sorted(samples)[:5])})"
+            f"--samples: no row names an instance that was read (read: {read}...; rows: {rows}...)"
         )
     if missing:
         warnings.warn(
