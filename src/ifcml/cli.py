@@ -466,16 +466,15 @@ def grid_command(
     check_scheduler(scheduler)
     with cell_progress(0, "data") as update:
         prepare_data(experiment, workers, scheduler, on_cells=update)
-    bar = tqdm(total=0, desc="grid", unit=" tasks", file=sys.stderr)
+    with tqdm(total=0, desc="grid", unit=" tasks", file=sys.stderr) as bar:
 
-    def total(n: int) -> None:
-        bar.total = n
-        bar.refresh()
+        def total(n: int) -> None:
+            bar.total = n
+            bar.refresh()
 
-    report = run_grid(
-        experiment, default_uri(tracking_uri), workers, scheduler, on_task=bar.update, on_total=total
-    )
-    bar.close()
+        report = run_grid(
+            experiment, default_uri(tracking_uri), workers, scheduler, on_task=bar.update, on_total=total
+        )
     for message in report.confounds:
         _warn(message)
     elsewhere = f", {report.elsewhere} being run by another ifcml" if report.elsewhere else ""
@@ -586,6 +585,8 @@ def predict_command(
     """Classify every cell of new samples and read out each sample's class fractions."""
     from ifcml.deploy.predict import model_card, stores_for, write_predictions
 
+    if out.exists() and not out.is_dir():
+        raise InputError(f"--out {out}: an existing file, not a folder for cells.csv and samples.csv")
     card = model_card(model_dir)
     console.print(f"model: {card.summary}", highlight=False)
     options = {
@@ -754,9 +755,11 @@ _default_showwarning = warnings.showwarning
 def main(argv: list[str] | None = None) -> None:
     """Entry point: run the app, turning user errors (ifcml's, and bad options) into one
     ``error:`` line and exit status 2."""
-    warnings.showwarning = _show_notice
     try:
-        code = app(args=argv, prog_name="ifcml", standalone_mode=False)
+        with warnings.catch_warnings():
+            warnings.simplefilter("always", IfcmlNotice)
+            warnings.showwarning = _show_notice
+            code = app(args=argv, prog_name="ifcml", standalone_mode=False)
     except IfcmlError as exc:
         typer.echo(f"error: {exc}", err=True)
         sys.exit(2)

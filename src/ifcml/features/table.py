@@ -248,7 +248,10 @@ def _assemble(parts: Path, files: list[Path], out: Path) -> None:
 
 def table_manifest(path: Path | str) -> dict:
     """What a feature table was computed from (store hash, channels, engine, recipe digest)."""
-    metadata = pq.read_schema(path).metadata or {}
+    try:
+        metadata = pq.read_schema(path).metadata or {}
+    except Exception as exc:  # pyarrow raises several kinds for a damaged or foreign file
+        raise InputError(f"{path}: not a readable Parquet table ({exc})") from exc
     return json.loads(metadata.get(b"ifcml", b"{}"))
 
 

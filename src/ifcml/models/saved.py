@@ -83,7 +83,8 @@ def _load_skops(folder: Path, settings: dict) -> Any:
 
 
 def _load_xgboost(folder: Path, settings: dict) -> Any:
-    from xgboost import XGBClassifier, XGBoostError
+    from xgboost import XGBClassifier
+    from xgboost.core import XGBoostError
 
     if settings.get("model_class") != XGBOOST_CLASS or settings.get("model_format") != "json":
         raise InputError(
