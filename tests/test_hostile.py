@@ -99,7 +99,7 @@ def damaged_store(w: World, how: str) -> Path:
 
 
 def tampered_code(w: World) -> Path:
-    model = w.copy(w.model)
+    model = w.copy(w.model, "tampered")
     code = model / "model_code.py"
     code.write_text(code.read_text() + f"\nopen({str(w.tmp / MARKER)!r}, 'w').write('ran')\n")
     return model
@@ -116,7 +116,7 @@ class Payload:
 
 
 def pickled_model(w: World) -> Path:
-    model = w.copy(w.model)
+    model = w.copy(w.model, "pickled")
     inner = model / "artifacts" / "model"
     mlmodel = yaml.safe_load((inner / "MLmodel").read_text())
     mlmodel["flavors"]["sklearn"] |= {"serialization_format": "cloudpickle", "pickled_model": "model.pkl"}
@@ -127,7 +127,7 @@ def pickled_model(w: World) -> Path:
 
 def widened_trust(w: World) -> Path:
     """A skops file holding a function (``posix.getcwd``) and an MLmodel that trusts it."""
-    model = w.copy(w.model)
+    model = w.copy(w.model, "widened")
     inner = model / "artifacts" / "model"
     skops.io.dump(FunctionTransformer(os.getcwd), inner / "model.skops")
     mlmodel = yaml.safe_load((inner / "MLmodel").read_text())
@@ -549,3 +549,14 @@ def test_a_hostile_command_fails_cleanly_and_changes_nothing(world, ifcml, case,
     assert {path: after.get(path) for path in before} == before, "a file that existed changed or vanished"
     assert not (world.tmp / MARKER).exists(), "code from the model folder ran"
     assert not list(world.tmp.rglob(".*.lock")), "a claim was left behind"
+
+
+def test_the_tampering_is_real_mlflow_itself_would_run_it(world):
+    """What ifcml refuses above, MLflow's own loaders run: the tests tamper for real."""
+    import mlflow
+
+    mlflow.pyfunc.load_model(str(tampered_code(world)))
+    assert (world.tmp / MARKER).read_text() == "ran"
+    (world.tmp / MARKER).unlink()
+    mlflow.sklearn.load_model(str(pickled_model(world) / "artifacts" / "model"))
+    assert (world.tmp / MARKER).read_text() == "ran"
