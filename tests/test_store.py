@@ -125,3 +125,26 @@ def test_sources_with_different_channels_are_refused(tmp_path):
 def test_not_a_store(tmp_path):
     with pytest.raises(StoreError, match="not a CellStore"):
         CellStore(tmp_path)
+
+
+def test_a_store_verifies_itself_chunk_by_chunk(tmp_path):
+    images = _ragged(30)
+    masks = [np.zeros(im.shape, np.uint8) for im in images]  # all zero: written anyway
+    store = write_store([ListSource(images, ["a"] * 30, masks=masks)], tmp_path / "s", chunk_cells=8)
+    assert store.verify() == []
+    assert (tmp_path / "s" / "images.zarr" / "masks" / "c" / "3" / "0" / "0" / "0").is_file()
+    chunk = tmp_path / "s" / "images.zarr" / "images" / "c" / "2" / "0" / "0" / "0"
+    data = bytearray(chunk.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # one bit pattern flipped on disk
+    chunk.write_bytes(bytes(data))
+    (tmp_path / "s" / "images.zarr" / "masks" / "c" / "3" / "0" / "0" / "0").unlink()
+    reopened = CellStore(tmp_path / "s")
+    assert reopened.verify() == [
+        f"{reopened.path}: chunk images/c/2/0/0/0 (cells 16-23) is damaged (CRC-32C checksum mismatch)",
+        f"{reopened.path}: chunk masks/c/3/0/0/0 (cells 24-29) is damaged (missing)",
+    ]
+    assert reopened.read(0, 16).shape[0] == 16  # undamaged chunks still read
+    with pytest.raises(StoreError, match=r"chunk images/c/2/0/0/0 \(cells 16-23\) is damaged"):
+        reopened.read(10, 20)
+    with pytest.raises(StoreError, match=r"chunk masks/c/3/0/0/0 \(cells 24-29\) is damaged \(missing\)"):
+        reopened.read_masks(20, 30)

@@ -4,7 +4,8 @@
 ``deploy/model_code.py`` and whose one artifact is the trained model (read by
 :mod:`ifcml.models.saved`). ``ifcml predict`` does not hand the folder to MLflow, which would run
 the folder's copy of that code: it checks that the copy is byte for byte the installed one and
-that MLflow is asked to do nothing else, then builds the model from the installed code.
+that MLflow is asked to do nothing else, then builds the model from the installed code
+(:func:`ifcml.deploy.pyfunc.open_exported`).
 """
 
 from __future__ import annotations
@@ -53,12 +54,3 @@ def check_exported(folder: Path | str) -> dict:
 def trained_model_path(folder: Path | str) -> Path:
     """Where the exported folder keeps its trained model."""
     return Path(folder) / ARTIFACT_PATH
-
-
-def open_exported(folder: Path | str):
-    """The exported model at ``folder`` (checked) as ifcml's installed
-    :class:`~ifcml.deploy.pyfunc.CellClassifier`; nothing from the folder runs."""
-    from ifcml.deploy.pyfunc import CellClassifier
-
-    check_exported(folder)
-    return CellClassifier.from_folder(trained_model_path(folder))

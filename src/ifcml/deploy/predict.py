@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from ifcml.deploy.model_folder import check_exported, open_exported
+from ifcml.deploy.model_folder import check_exported
 from ifcml.errors import InputError
 from ifcml.io.store import CellStore
 
@@ -105,6 +105,8 @@ def write_predictions(
     existing = [str(p) for p in targets if p.exists()]
     if existing:
         raise InputError(f"{', '.join(existing)}: already exist(s); predict into another --out")
+    from ifcml.deploy.pyfunc import open_exported  # mlflow: seconds to import
+
     classifier = open_exported(model_dir)
     cells = pd.concat([classifier.predict_store(s, workers, on_cells) for s in stores], ignore_index=True)
     if cells["label"].isna().all():

@@ -21,7 +21,7 @@ import mlflow
 import pandas as pd
 
 from ifcml.deploy.cells import from_arrays
-from ifcml.deploy.model_folder import MODEL_ARTIFACT
+from ifcml.deploy.model_folder import MODEL_ARTIFACT, check_exported, trained_model_path
 from ifcml.deploy.predictors import load_predictor, predict_cells, predict_store
 from ifcml.errors import InputError
 from ifcml.io.store import CellStore
@@ -63,3 +63,10 @@ class CellClassifier(mlflow.pyfunc.PythonModel):
     ) -> pd.DataFrame:
         """Every cell of ``store`` (``ifcml predict`` calls this for its progress bar)."""
         return predict_store(self.predictor, self.model_path, store, workers, on_cells)
+
+
+def open_exported(folder: Path | str) -> CellClassifier:
+    """The exported model at ``folder``, checked (:func:`~ifcml.deploy.model_folder.check_exported`)
+    and built from ifcml's installed code: nothing of the folder runs."""
+    check_exported(folder)
+    return CellClassifier.from_folder(trained_model_path(folder))

@@ -145,19 +145,27 @@ class CellStore:
         """Instrument masks of cells ``start:stop`` (None when the store has none), checked."""
         return None if self.masks is None else self._read(self.masks, start, stop, picked)
 
-    def _read(self, array: zarr.Array, start: int, stop: int, picked: Sequence[int] | None) -> np.ndarray:
+    def _read(
+        self, array: zarr.Array, start: int, stop: int, picked: Sequence[int] | None, hint: str = VERIFY_HINT
+    ) -> np.ndarray:
         step = array.chunks[0]
         chunks = range(start // step, (stop - 1) // step + 1) if stop > start else range(0)
         if self.verifiable:
             for k in chunks:
                 if not self._chunk_file(array, k).is_file():
-                    raise StoreError(self._damaged(array, k, "missing") + VERIFY_HINT.format(self.path))
+                    raise StoreError(self._damaged(array, k, "missing") + hint.format(self.path))
         try:
             values = array[start:stop]
-        except Exception as exc:  # a failed checksum or a truncated chunk
-            bad = next((k for k in chunks if self._chunk_error(array, k)), chunks[0])
-            why = self._chunk_error(array, bad) or str(exc)
-            raise StoreError(self._damaged(array, bad, why) + VERIFY_HINT.format(self.path)) from exc
+        except Exception as exc:  # a failed checksum or a truncated chunk: name the chunk
+            bad, why = chunks[0], str(exc)
+            for k in chunks:
+                try:
+                    array[k * step : min((k + 1) * step, self.n_cells)]
+                except Exception as chunk_error:
+                    bad, why = k, str(chunk_error)
+                    break
+            why = "CRC-32C checksum mismatch" if "checksum" in why else f"unreadable: {why}"
+            raise StoreError(self._damaged(array, bad, why) + hint.format(self.path)) from exc
         return values if picked is None else values[:, list(picked)]
 
     def verify(self) -> list[str]:
@@ -169,12 +177,14 @@ class CellStore:
                 continue
             digest = hashlib.sha256()
             step = array.chunks[0]
-            for k in range(-(-self.n_cells // step)):
-                error = self._chunk_error(array, k)
-                if error:
-                    problems.append(self._damaged(array, k, error))
-                elif array is self.images:
-                    digest.update(np.ascontiguousarray(array[k * step : (k + 1) * step]).data)
+            for start in range(0, self.n_cells, step):
+                try:
+                    values = self._read(array, start, min(start + step, self.n_cells), None, hint="")
+                except StoreError as exc:
+                    problems.append(str(exc))
+                    continue
+                if array is self.images:
+                    digest.update(np.ascontiguousarray(values).data)
             if array is self.images and not problems and digest.hexdigest() != self.meta.get("images_sha256"):
                 problems.append(f"{self.path}: the images' SHA-256 differs from the one recorded at ingest")
         try:
@@ -186,17 +196,6 @@ class CellStore:
     def _chunk_file(self, array: zarr.Array, k: int) -> Path:
         key = array.metadata.encode_chunk_key((k, 0, 0, 0))
         return self.path / "images.zarr" / array.basename / key
-
-    def _chunk_error(self, array: zarr.Array, k: int) -> str | None:
-        """Why chunk ``k`` cannot be read, or None."""
-        if self.verifiable and not self._chunk_file(array, k).is_file():
-            return "missing"
-        step = array.chunks[0]
-        try:
-            array[k * step : min((k + 1) * step, self.n_cells)]
-        except Exception as exc:
-            return "CRC-32C checksum mismatch" if "checksum" in str(exc) else f"unreadable: {exc}"
-        return None
 
     def _damaged(self, array: zarr.Array, k: int, why: str) -> str:
         step = array.chunks[0]
