@@ -34,6 +34,7 @@ from ifcml.deploy.model_folder import MODEL_ARTIFACT, MODEL_CODE
 from ifcml.errors import InputError
 from ifcml.experiments.compare import design_runs
 from ifcml.experiments.mlflow_ui import lower_is_better
+from ifcml.outputs import claimed
 
 SIGNATURE = ModelSignature(params=ParamSchema([ParamSpec("workers", "long", 1)]))
 
@@ -79,6 +80,19 @@ def export_model(
 ) -> Exported:
     """Save the best design of ``experiment`` as an MLflow model at ``out`` (never replaced)."""
     out = Path(out)
+    with claimed(out):
+        return _export(client, experiment, metric, out, model, register, alias)
+
+
+def _export(
+    client: MlflowClient,
+    experiment: str,
+    metric: str,
+    out: Path,
+    model: str | None,
+    register: str | None,
+    alias: str,
+) -> Exported:
     if out.exists():
         raise InputError(f"{out}: already exists; export to another --out or remove it first")
     best = best_design(client, experiment, metric, model)

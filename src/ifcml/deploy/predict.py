@@ -27,6 +27,7 @@ import pandas as pd
 from ifcml.deploy.model_folder import check_exported
 from ifcml.errors import InputError
 from ifcml.io.store import CellStore
+from ifcml.outputs import claimed
 
 CUTOFF = 0.25
 MIN_CELLS = 100  # classified cells a call needs (see the module docstring)
@@ -100,7 +101,19 @@ def write_predictions(
     min_cells: int = MIN_CELLS,
 ) -> pd.DataFrame:
     """``cells.csv`` and ``samples.csv`` in ``out`` (refused if either exists); returns the samples."""
-    card = model_card(model_dir)
+    with claimed(out):
+        return _predict_into(model_card(model_dir), model_dir, stores, out, workers, on_cells, min_cells)
+
+
+def _predict_into(
+    card: ModelCard,
+    model_dir: Path,
+    stores: Sequence[CellStore],
+    out: Path,
+    workers: int,
+    on_cells: Callable[[int], None] | None,
+    min_cells: int,
+) -> pd.DataFrame:
     targets = [out / "cells.csv", out / "samples.csv"]
     existing = [str(p) for p in targets if p.exists()]
     if existing:
