@@ -19,6 +19,7 @@ def _table(seed: int = 0) -> pd.DataFrame:
     offset = {"a": -3.0, "b": 0.0, "c": 3.0}
     table = pd.DataFrame(
         {
+            "Metadata_cell_id": np.arange(n),
             "Metadata_instance": instance,
             "Metadata_label": label,
             "Cells_AreaShape_Area": signal,
@@ -70,7 +71,7 @@ def test_prune_command_writes_table_and_kept_list(tmp_path, ifcml):
     assert code == 0, err
     pruned = pd.read_parquet(tmp_path / "p.parquet")
     kept = (tmp_path / "p.kept.txt").read_text().split()
-    assert list(pruned.columns) == ["Metadata_instance", "Metadata_label", *kept]
+    assert list(pruned.columns) == ["Metadata_cell_id", "Metadata_instance", "Metadata_label", *kept]
     assert (tmp_path / "p.recipe.yaml").exists()
     code, _, err = ifcml("prune", tmp_path / "f.parquet", "--out", tmp_path / "p.parquet")
     assert code == 2 and "already exists" in err

@@ -617,7 +617,7 @@ def _print_samples(samples: pd.DataFrame) -> None:
         headers |= {
             c: ">= " + c.split("_at_or_above_")[1].replace("pct", " %") for c in samples if "_above_" in c
         }
-        if "no_call" in samples and samples["no_call"].fillna("").astype(bool).any():
+        if "no_call" in samples and samples["no_call"].dropna().astype(str).str.len().gt(0).any():
             headers["no_call"] = "no call because"
     else:
         headers |= {c: c.removeprefix("fraction_") for c in samples if c.startswith("fraction_")}
