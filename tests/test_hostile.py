@@ -77,7 +77,7 @@ def world(tmp_path, exported):
     return World(tmp_path, store, features, model, uri)
 
 
-def chunk(store: Path, k: int = 1) -> Path:
+def chunk(store: Path, k: int = 0) -> Path:
     return store / "images.zarr" / "images" / "c" / str(k) / "0" / "0" / "0"
 
 
@@ -225,22 +225,22 @@ CASES: list[tuple[str, Callable[[World], list], list[str]]] = [
     (
         "features-deleted-chunk",
         lambda w: ["features", damaged_store(w, "delete"), "--out", w.tmp / "f.parquet"],
-        ["images/c/1/0/0/0", "missing", "cells "],
+        ["images/c/0/0/0/0", "missing", "cells "],
     ),
     (
         "features-overwritten-chunk",
         lambda w: ["features", damaged_store(w, "overwrite"), "--out", w.tmp / "f.parquet"],
-        ["images/c/1/0/0/0", "checksum mismatch"],
+        ["images/c/0/0/0/0", "checksum mismatch"],
     ),
     (
         "features-truncated-chunk",
         lambda w: ["features", damaged_store(w, "truncate"), "--out", w.tmp / "f.parquet"],
-        ["images/c/1/0/0/0", "damaged"],
+        ["images/c/0/0/0/0", "damaged"],
     ),
     (
         "predict-damaged-chunk",
         lambda w: ["predict", w.model, damaged_store(w, "overwrite"), "--out", w.tmp / "p"],
-        ["images/c/1/0/0/0", "checksum mismatch"],
+        ["images/c/0/0/0/0", "checksum mismatch"],
     ),
     ("verify-damaged", lambda w: ["info", damaged_store(w, "overwrite"), "--verify"], ["1 problem(s) found"]),
     (
