@@ -10,7 +10,7 @@ import yaml
 from mlflow import MlflowClient
 
 from ifcml.deploy.export import export_model
-from ifcml.deploy.predict import sample_readout, write_predictions
+from ifcml.deploy.predict import model_card, sample_readout, write_predictions
 from ifcml.errors import IfcmlError
 from ifcml.experiments.grid import run_grid
 from ifcml.experiments.spec import load_experiment
@@ -129,8 +129,21 @@ def test_the_readout_of_new_samples_per_cell_and_per_sample(classical):
     assert np.allclose(fractions, 1)
     assert (samples["leukemic_at_or_above_25pct"] == (samples["leukemic_fraction"] >= 0.25)).all()
     assert (samples["no_call"] == "").all()
-    too_few = sample_readout(cells, ["leukemic", "normal", "other"], "leukemic", min_cells=61)
+    card = model_card(model_dir)
+    assert card.rates is not None and card.rates.positive == "leukemic"  # the design's held-out rates
+    corrected = samples.set_index("instance")
+    inside = (corrected["leukemic_fraction_low"] <= corrected["leukemic_fraction_corrected"]) & (
+        corrected["leukemic_fraction_corrected"] <= corrected["leukemic_fraction_high"]
+    )
+    assert inside.all() and (samples["correction"] == "pacc").all()  # naive Bayes has probabilities
+    for cutoff, tag in ((0.25, "25pct"), (0.10, "10pct")):
+        above = corrected["leukemic_fraction_low"] >= cutoff
+        below = corrected["leukemic_fraction_high"] < cutoff
+        expected = np.where(above, "above", np.where(below, "below", "undecided"))
+        assert (corrected[f"leukemic_call_{tag}"] == expected).all()
+    too_few = sample_readout(cells, card, min_cells=61)
     assert too_few["leukemic_at_or_above_25pct"].isna().all()  # no call, never False
+    assert too_few["leukemic_call_25pct"].isna().all()
     assert too_few["no_call"].str.fullmatch(r"60 classified cell\(s\), fewer than --min-cells 61").all()
     truth = store.cells.groupby("instance")["label"].apply(lambda x: (x == "leukemic").mean())
     assert np.allclose(samples.set_index("instance")["reference_fraction_leukemic"], truth)

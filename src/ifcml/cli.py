@@ -410,6 +410,8 @@ def train_command(
         "accuracy",
         "instance_accuracy_mean",
         "readout_mae",
+        "corrected_readout_mae",
+        "readout_interval_coverage",
         "sensitivity_25pct",
         "specificity_25pct",
         "sensitivity_10pct",
@@ -512,14 +514,22 @@ def compare_command(
     report, table = write_report(client, experiment, out or Path(f"compare_{experiment}"))
     experiment_id = client.get_experiment_by_name(experiment).experiment_id
     add_view(client, experiment_id, metric)
-    shown = Table("model", "channel set", "balanced accuracy (95 % CI)", "instance acc.", "readout err.")
+    shown = Table(
+        "model",
+        "channel set",
+        "balanced accuracy (95 % CI)",
+        "instance acc.",
+        "readout err.",
+        "corrected err.",
+    )
     for _, row in table.iterrows():
         shown.add_row(
             row["model"],
             row["channel set"],
             f"{row['balanced accuracy']:.3f} ({row['BA CI low']:.3f}-{row['BA CI high']:.3f})",
             f"{row['instance accuracy mean']:.3f}",
-            "-" if pd.isna(row["readout error"]) else f"{row['readout error']:.3f}",
+            _shown(row["readout error"]),
+            _shown(row["corrected readout error"]),
         )
     console.print(shown)
     console.print(f"report: {report.resolve()}", highlight=False)
@@ -606,17 +616,22 @@ def predict_command(
 
 
 def _print_samples(samples: pd.DataFrame) -> None:
-    """The readout per sample: the readout class's fraction and call when the model has one
-    (every class's fraction otherwise); samples.csv holds all columns."""
+    """The readout per sample: the readout class's fraction (classify-and-count, and corrected with
+    its 95 % interval when the model carries its error rates) and calls when the model has a
+    readout class (every class's fraction otherwise); samples.csv holds all columns."""
     headers = {"instance": "instance", "cells": "cells", "classified": "classified"}
     readout = [c for c in samples if c.endswith("_fraction")]
     if readout:
         positive = readout[0].removesuffix("_fraction")
-        headers[f"{positive}_fraction"] = f"{positive} predicted"
         headers[f"reference_fraction_{positive}"] = "reference"
+        headers[f"{positive}_fraction"] = f"{positive} (count)"
         headers |= {
             c: ">= " + c.split("_at_or_above_")[1].replace("pct", " %") for c in samples if "_above_" in c
         }
+        headers[f"{positive}_fraction_corrected"] = "corrected"
+        headers[f"{positive}_fraction_low"] = "95 % low"
+        headers[f"{positive}_fraction_high"] = "95 % high"
+        headers |= {c: "call " + c.split("_call_")[1].replace("pct", " %") for c in samples if "_call_" in c}
         if "no_call" in samples and samples["no_call"].dropna().astype(str).str.len().gt(0).any():
             headers["no_call"] = "no call because"
     else:

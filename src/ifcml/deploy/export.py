@@ -121,6 +121,7 @@ def _export(
             "classes": trained["classes"],
             "positive": positive if positive in trained["classes"] else None,
             "inputs": trained["inputs"],
+            "readout": trained.get("readout"),  # the design's held-out error rates (corrected readout)
             "confounded": best.get("tags.confounded", "no"),  # the metric's honesty travels with it
         }
         arguments = {

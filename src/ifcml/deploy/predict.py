@@ -7,6 +7,11 @@ is among its classes, that fraction and its call against the cutoff (25 %, the p
 treatment-intensity line). Where the cells carry reference labels, the reference fractions
 are written beside the predicted ones.
 
+When the model carries its design's held-out error rates (models exported by this ifcml), the
+fraction is also corrected for the classifier's errors (:mod:`ifcml.readout`: adjusted
+classify-and-count, probabilistic where the model has probabilities) with a 95 % interval, and
+the 25 % and 10 % calls are taken on that interval: above, below or undecided.
+
 A sample with fewer classified cells than ``min_cells`` gets no call (an empty cell in the
 CSV) and its reason in ``no_call``, never False: with 100 cells the 95 % binomial interval of a
 25 % fraction is already 17-34 %, and a sample whose cells were not found is not a negative.
@@ -28,8 +33,9 @@ from ifcml.deploy.model_folder import check_exported
 from ifcml.errors import InputError
 from ifcml.io.store import CellStore
 from ifcml.outputs import claimed
+from ifcml.readout import CUTOFFS, ErrorRates, estimate
 
-CUTOFF = 0.25
+CUTOFF = CUTOFFS[0]  # the classify-and-count call's line (the paper's 25 %)
 MIN_CELLS = 100  # classified cells a call needs (see the module docstring)
 
 
@@ -41,6 +47,7 @@ class ModelCard:
     channels: list[str]
     positive: str | None
     summary: str
+    rates: ErrorRates | None = None  # the design's held-out error rates for ``positive``
 
 
 def model_card(model_dir: Path) -> ModelCard:
@@ -52,7 +59,11 @@ def model_card(model_dir: Path) -> ModelCard:
         f"{meta['model']} on {meta['channel_set']} from experiment {meta['experiment']} "
         f"({meta['metric']} {meta['metric_value']:.3f})"
     )
-    return ModelCard(list(meta["classes"]), list(meta["inputs"]["channels"]), meta.get("positive"), summary)
+    positive, readout = meta.get("positive"), meta.get("readout")
+    rates = (
+        ErrorRates.from_dict(readout) if positive and readout and readout["positive"] == positive else None
+    )
+    return ModelCard(list(meta["classes"]), list(meta["inputs"]["channels"]), positive, summary, rates)
 
 
 @contextmanager
@@ -124,7 +135,7 @@ def _predict_into(
     cells = pd.concat([classifier.predict_store(s, workers, on_cells) for s in stores], ignore_index=True)
     if cells["label"].isna().all():
         cells = cells.drop(columns=["label"])
-    samples = sample_readout(cells, card.classes, card.positive, min_cells)
+    samples = sample_readout(cells, card, min_cells)
     out.mkdir(parents=True, exist_ok=True)
     for table, path in ((cells, targets[0]), (samples, targets[1])):
         partial = path.with_name(f".{path.name}.{os.getpid()}")
@@ -133,31 +144,47 @@ def _predict_into(
     return samples
 
 
-def sample_readout(
-    cells: pd.DataFrame, classes: list[str], positive: str | None, min_cells: int = MIN_CELLS
-) -> pd.DataFrame:
+def sample_readout(cells: pd.DataFrame, card: ModelCard, min_cells: int = MIN_CELLS) -> pd.DataFrame:
     """One row per instance (see the module docstring)."""
     rows = []
-    for instance, part in cells.groupby("instance", sort=True):
-        classified = part["predicted"].notna()
-        n_classified = int(classified.sum())
-        row = {"instance": instance, "cells": len(part), "classified": n_classified}
-        for name in classes:
-            row[f"fraction_{name}"] = _share(part.loc[classified, "predicted"] == name)
+    for k, (instance, part) in enumerate(cells.groupby("instance", sort=True)):
+        classified = part[part["predicted"].notna()]
+        row = {"instance": instance, "cells": len(part), "classified": len(classified)}
+        for name in card.classes:
+            row[f"fraction_{name}"] = _share(classified["predicted"] == name)
         if "label" in part and part["label"].notna().any():
-            for name in classes:
+            for name in card.classes:
                 row[f"reference_fraction_{name}"] = _share(part["label"].dropna() == name)
-        if positive:
-            call = row[f"fraction_{positive}"] >= CUTOFF if n_classified >= min_cells else None
-            row[f"{positive}_fraction"] = row[f"fraction_{positive}"]
-            row[f"{positive}_at_or_above_{CUTOFF:.0%}".replace("%", "pct")] = call
-            row["no_call"] = (
-                f"{n_classified} classified cell(s), fewer than --min-cells {min_cells}"
-                if call is None
-                else ""
-            )
+        if card.positive:
+            row |= _positive_readout(classified, card, min_cells, seed=k)
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def _positive_readout(classified: pd.DataFrame, card: ModelCard, min_cells: int, seed: int) -> dict:
+    """The readout class's fraction (classify-and-count and, with the design's error rates,
+    corrected with its interval) and the calls, or no call below ``min_cells``."""
+    positive, enough = card.positive, len(classified) >= min_cells
+    fraction = _share(classified["predicted"] == positive)
+    row = {
+        f"{positive}_fraction": fraction,
+        f"{positive}_at_or_above_{CUTOFF:.0%}".replace("%", "pct"): fraction >= CUTOFF if enough else None,
+    }
+    if card.rates is not None:
+        probability = classified.get(f"probability_{positive}")
+        result = estimate(classified["predicted"].to_numpy() == positive, card.rates, probability, seed)
+        row |= {
+            f"{positive}_fraction_corrected": result.corrected,
+            f"{positive}_fraction_low": result.low,
+            f"{positive}_fraction_high": result.high,
+            "correction": result.method,
+        }
+        for cutoff in CUTOFFS:
+            row[f"{positive}_call_{cutoff:.0%}".replace("%", "pct")] = result.call(cutoff) if enough else None
+    row["no_call"] = (
+        "" if enough else f"{len(classified)} classified cell(s), fewer than --min-cells {min_cells}"
+    )
+    return row
 
 
 def _share(hits: pd.Series) -> float:

@@ -31,10 +31,10 @@ from mlflow.exceptions import MlflowException  # noqa: E402
 from mlflow.tracking import MlflowClient  # noqa: E402
 
 from ifcml.errors import InputError  # noqa: E402
-from ifcml.experiments.metrics import CUTOFFS  # noqa: E402
 from ifcml.experiments.mlflow_store import search_all  # noqa: E402
 from ifcml.experiments.mlflow_ui import DESIGN_METRICS, DESIGNS_FILTER, designs_link, ui_base  # noqa: E402
 from ifcml.outputs import check_replaceable  # noqa: E402
+from ifcml.readout import CUTOFFS  # noqa: E402
 
 
 def design_runs(client: MlflowClient, experiment: str) -> pd.DataFrame:
@@ -206,30 +206,39 @@ def _boxplots(folds: pd.DataFrame) -> str:
 
 
 def _readout(table: pd.DataFrame, artifacts: dict) -> str:
+    """Per held-out instance, predicted against reference fraction of the readout class: counted
+    (top row) and, where the design has it, corrected for its errors with the 95 % interval."""
     sets = sorted(table["channel set"].unique())
-    figure, axes = plt.subplots(1, len(sets), figsize=(4.8 * len(sets), 4.5), squeeze=False)
-    for ax, name in zip(axes[0], sets, strict=True):
+    figure, axes = plt.subplots(2, len(sets), figsize=(4.8 * len(sets), 9), squeeze=False)
+    for column, name in enumerate(sets):
+        counted, corrected = axes[0, column], axes[1, column]
         for _, row in table[table["channel set"] == name].iterrows():
             per_instance = artifacts[row["run_id"]].get("per_instance")
             if per_instance is None:
                 continue
             positive = _positive_class(per_instance)
-            ax.scatter(
-                per_instance[f"reference_fraction_{positive}"],
-                per_instance[f"predicted_fraction_{positive}"],
-                s=18,
-                label=row["model"],
+            reference = per_instance[f"reference_fraction_{positive}"]
+            counted.scatter(
+                reference, per_instance[f"predicted_fraction_{positive}"], s=18, label=row["model"]
             )
-            ax.set_xlabel(f"reference fraction {positive}")
-            ax.set_ylabel(f"predicted fraction {positive}")
-        for cutoff in CUTOFFS:
-            ax.axvline(cutoff, color="grey", lw=0.8, ls="--")
-            ax.axhline(cutoff, color="grey", lw=0.8, ls="--")
-        ax.plot([0, 1], [0, 1], color="black", lw=0.6)
-        ax.set_xlim(0, 1)
-        ax.set_ylim(0, 1)
-        ax.set_title(f"{name} (dashed: {', '.join(f'{c:.0%}' for c in CUTOFFS)} cutoffs)", fontsize=9)
-        ax.legend(fontsize=7)
+            if f"corrected_fraction_{positive}" in per_instance:
+                middle = per_instance[f"corrected_fraction_{positive}"]
+                spread = [middle - per_instance[f"corrected_low_{positive}"],
+                          per_instance[f"corrected_high_{positive}"] - middle]  # fmt: skip
+                corrected.errorbar(reference, middle, yerr=spread, fmt="o", ms=4, lw=0.8, label=row["model"])
+            for ax, what in ((counted, "classify-and-count"), (corrected, "corrected, 95 % interval")):
+                ax.set_xlabel(f"reference fraction {positive}")
+                ax.set_ylabel(f"predicted fraction {positive} ({what})")
+        for ax in (counted, corrected):
+            for cutoff in CUTOFFS:
+                ax.axvline(cutoff, color="grey", lw=0.8, ls="--")
+                ax.axhline(cutoff, color="grey", lw=0.8, ls="--")
+            ax.plot([0, 1], [0, 1], color="black", lw=0.6)
+            ax.set_xlim(0, 1)
+            ax.set_ylim(0, 1)
+            ax.set_title(f"{name} (dashed: {', '.join(f'{c:.0%}' for c in CUTOFFS)} cutoffs)", fontsize=9)
+            if ax.get_legend_handles_labels()[0]:
+                ax.legend(fontsize=7)
     return _figure(figure)
 
 

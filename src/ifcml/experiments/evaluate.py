@@ -18,7 +18,7 @@ from ifcml.experiments.splits import Fold, make_folds, undersample_per_instance
 from ifcml.features.prune import select_features
 from ifcml.features.recipe import Pruning
 from ifcml.features.table import CELL, FAILED, INSTANCE, LABEL, feature_columns
-from ifcml.models.classical import ModelSpec, fit
+from ifcml.models.classical import ModelSpec, class_probabilities, fit
 from ifcml.models.tuning import Trial, tune
 from ifcml.progress import SILENT, Progress
 
@@ -117,6 +117,10 @@ def run_fold(
             "predicted": predicted,
         }
     )
+    probabilities = class_probabilities(trained.model, test[trained.features], len(classes))
+    if probabilities is not None:  # as the network branch gives them: the readout's PACC uses them
+        for k, name in enumerate(classes):
+            predictions[f"probability_{name}"] = probabilities[:, k]
     return FoldResult(
         fold.name,
         predictions,

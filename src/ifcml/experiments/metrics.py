@@ -20,7 +20,7 @@ from sklearn.metrics import (
     precision_recall_fscore_support,
 )
 
-CUTOFFS = (0.25, 0.10)
+from ifcml.readout import CUTOFFS, ErrorRates, error_rates, estimate
 
 
 def cell_metrics(truth: np.ndarray, predicted: np.ndarray, classes: list[str]) -> dict[str, float]:
@@ -81,6 +81,49 @@ def responder_calls(table: pd.DataFrame, positive: str, cutoffs=CUTOFFS) -> dict
             float((~call & ~truth).sum() / (~truth).sum()) if (~truth).any() else float("nan")
         )
     return metrics
+
+
+def held_out_rates(predictions: pd.DataFrame, positive: str) -> ErrorRates:
+    """The design's error rates for the readout class over all its held-out cells (stored with
+    the design and its exported model)."""
+    probability = predictions.get(f"probability_{positive}")
+    return error_rates(predictions["label"], predictions["predicted"], positive, probability)
+
+
+def corrected_readout(predictions: pd.DataFrame, positive: str, seed: int = 0) -> pd.DataFrame:
+    """Per held-out instance: its corrected fraction of ``positive`` and 95 % interval, with error
+    rates measured on the other instances' held-out cells only (never its own cells)."""
+    rows = []
+    for k, (instance, part) in enumerate(predictions.groupby("instance", sort=True)):
+        others = predictions[predictions["instance"] != instance]
+        rates = held_out_rates(others, positive)
+        probability = part.get(f"probability_{positive}")
+        result = estimate(part["predicted"].to_numpy() == positive, rates, probability, seed + k)
+        rows.append(
+            {
+                "instance": instance,
+                f"corrected_fraction_{positive}": result.corrected,
+                f"corrected_low_{positive}": result.low,
+                f"corrected_high_{positive}": result.high,
+                "correction": result.method,
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def corrected_metrics(table: pd.DataFrame, positive: str) -> dict[str, float]:
+    """MAE of the corrected readout and how often the interval holds the reference fraction."""
+    reference = table[f"reference_fraction_{positive}"].to_numpy()
+    corrected = table[f"corrected_fraction_{positive}"].to_numpy()
+    low, high = table[f"corrected_low_{positive}"].to_numpy(), table[f"corrected_high_{positive}"].to_numpy()
+    estimable = np.isfinite(corrected)
+    if not estimable.any():
+        return {}
+    inside = (low <= reference) & (reference <= high)
+    return {
+        "corrected_readout_mae": float(np.mean(np.abs(corrected - reference)[estimable])),
+        "readout_interval_coverage": float(inside[estimable].mean()),
+    }
 
 
 def bootstrap_ci(values: np.ndarray, statistic=np.mean, n: int = 2000, seed: int = 0, level: float = 0.95):

@@ -114,6 +114,9 @@ def summarise(evaluation: Evaluation, positive: str | None, seed: int) -> tuple[
         summary |= {"instance_accuracy_ci_low": low, "instance_accuracy_ci_high": high}
     if positive in evaluation.classes:
         summary |= metrics.responder_calls(per_instance, positive)
+        corrected = metrics.corrected_readout(predictions, positive, seed)
+        per_instance = per_instance.merge(corrected, on="instance")
+        summary |= metrics.corrected_metrics(per_instance, positive)
     summary["train_seconds"] = float(sum(f.train_seconds for f in evaluation.folds))
     summary["predict_seconds_per_cell"] = float(
         sum(f.predict_seconds for f in evaluation.folds) / max(1, len(predictions))
@@ -299,8 +302,13 @@ def close_parent(
     """
     summary, per_instance = summarise(evaluation, positive, seed)
     finite = {k: v for k, v in summary.items() if np.isfinite(v)}
+    rates = None  # the readout's error rates over every held-out cell: the exported model corrects with them
+    if positive in evaluation.classes:
+        rates = metrics.held_out_rates(evaluation.predictions, positive).as_dict()
     with mlflow.start_run(run_id=parent):
         _log_tables(evaluation, per_instance)
+        if rates:
+            mlflow.log_dict(rates, "readout_rates.json")
         mlflow.log_dict(spec, "spec.yaml")
         figures = dict(figures or {})
         if any(f.trials for f in evaluation.folds):
@@ -310,7 +318,7 @@ def close_parent(
             plt.close(figure)
         model_id = None
         if final is not None:  # first, so that the metrics below are the logged model's too
-            model_id = _log_model(final, dataset, evaluation.classes, spec, inputs).model_id
+            model_id = _log_model(final, dataset, evaluation.classes, spec, inputs, rates).model_id
         mlflow.log_metrics(finite, model_id=model_id)
     return summary
 
@@ -353,12 +361,17 @@ def _log_tables(evaluation: Evaluation, per_instance: pd.DataFrame) -> None:
 
 
 def _log_model(
-    final: Trained, dataset: pd.DataFrame, classes: list[str], spec: dict, inputs: dict | None
+    final: Trained,
+    dataset: pd.DataFrame,
+    classes: list[str],
+    spec: dict,
+    inputs: dict | None,
+    readout: dict | None,
 ) -> ModelInfo:
     if spec.get("network"):
-        return _log_network(final, classes, spec, inputs)
+        return _log_network(final, classes, spec, inputs, readout)
     example = dataset[final.features].head(5).astype(np.float64)
-    metadata = {"classes": classes, "features": final.features, "inputs": inputs}
+    metadata = {"classes": classes, "features": final.features, "inputs": inputs, "readout": readout}
     with warnings.catch_warnings():  # outputs are class codes (metadata "classes" names them), never missing
         warnings.filterwarnings("ignore", "Hint: Inferred schema contains integer column")
         signature = infer_signature(example, final.model.predict(example))
@@ -370,13 +383,15 @@ def _log_model(
         )
 
 
-def _log_network(final: Trained, classes: list[str], spec: dict, inputs: dict | None) -> ModelInfo:
+def _log_network(
+    final: Trained, classes: list[str], spec: dict, inputs: dict | None, readout: dict | None
+) -> ModelInfo:
     """The Keras model in its native ``.keras`` format; inputs are uint8 crops as float32."""
     import keras
 
     size = spec["crop"]["size"]
     example = np.zeros((2, size, size, len(final.features)), np.float32)
-    metadata = {"classes": classes, "inputs": inputs}
+    metadata = {"classes": classes, "inputs": inputs, "readout": readout}
     return mlflow.keras.log_model(
         final.model,
         name="model",

@@ -128,5 +128,23 @@ class PresentClasses:
     def __init__(self, model, present: np.ndarray):
         self.model, self.present = model, present
 
+    @property
+    def classes_(self) -> np.ndarray:
+        return self.present
+
     def predict(self, features) -> np.ndarray:
         return self.present[self.model.predict(features)]
+
+    def predict_proba(self, features) -> np.ndarray:
+        return self.model.predict_proba(features)
+
+
+def class_probabilities(model, features, n_classes: int) -> np.ndarray | None:
+    """P(class) per row over all ``n_classes`` codes (0 for classes the model never saw), or
+    None for models without probabilities (the linear SVM)."""
+    if not hasattr(model, "predict_proba"):
+        return None
+    given = model.predict_proba(features)
+    full = np.zeros((len(given), n_classes))
+    full[:, np.asarray(model.classes_, int)] = given
+    return full
