@@ -87,12 +87,16 @@ def held_out_rates(predictions: pd.DataFrame, positive: str) -> ErrorRates:
     """The design's error rates for the readout class over all its held-out cells (stored with
     the design and its exported model)."""
     probability = predictions.get(f"probability_{positive}")
-    return error_rates(predictions["label"], predictions["predicted"], positive, probability)
+    return error_rates(
+        predictions["label"], predictions["predicted"], positive, probability, predictions["instance"]
+    )
 
 
 def corrected_readout(predictions: pd.DataFrame, positive: str, seed: int = 0) -> pd.DataFrame:
     """Per held-out instance: its corrected fraction of ``positive`` and 95 % interval, with error
-    rates measured on the other instances' held-out cells only (never its own cells)."""
+    rates measured on the other instances' held-out cells only (never its own cells). A design
+    whose held-out cells all belong to one instance (k-fold inside one sample) has no other
+    instance to measure them on: no corrected estimate, and ``correction`` says why."""
     rows = []
     for k, (instance, part) in enumerate(predictions.groupby("instance", sort=True)):
         others = predictions[predictions["instance"] != instance]
