@@ -86,3 +86,25 @@ def test_each_held_out_instance_is_corrected_with_the_other_instances_rates():
     assert table.loc["b", "corrected_fraction_leukemic"] == pytest.approx(expected.corrected)
     assert table.loc["b", "corrected_low_leukemic"] == pytest.approx(expected.low)
     assert (table["correction"] == "pacc").all()
+
+
+def test_intervals_hold_new_patients_whose_error_rates_differ_from_the_pooled_ones():
+    """Each patient has rates of its own: the interval must allow for a new one's, not just for
+    the uncertainty of the pooled rates (which would cover far less often than it claims)."""
+    rng = np.random.default_rng(2)
+
+    def patient(name: str):
+        tpr, fpr, fraction = rng.normal(0.85, 0.06), max(0.01, rng.normal(0.10, 0.05)), rng.uniform(0, 0.6)
+        truth = rng.random(300) < fraction
+        called = np.where(truth, rng.random(300) < tpr, rng.random(300) < fpr)
+        return pd.DataFrame({"instance": name, "label": np.where(truth, "leukemic", "normal"),
+                             "predicted": np.where(called, "leukemic", "normal")})  # fmt: skip
+
+    inside = 0
+    for k in range(100):
+        predictions = pd.concat([patient(f"p{i}") for i in range(12)], ignore_index=True)
+        table = corrected_readout(predictions, "leukemic", seed=k)
+        known = predictions.groupby("instance")["label"].apply(lambda x: (x == "leukemic").mean())
+        row = table.set_index("instance").loc["p0"]
+        inside += row["corrected_low_leukemic"] <= known["p0"] <= row["corrected_high_leukemic"]
+    assert inside >= 90
