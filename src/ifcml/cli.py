@@ -616,31 +616,46 @@ def predict_command(
 
 
 def _print_samples(samples: pd.DataFrame) -> None:
-    """The readout per sample: the readout class's fraction (classify-and-count, and corrected with
-    its 95 % interval when the model carries its error rates) and calls when the model has a
-    readout class (every class's fraction otherwise); samples.csv holds all columns."""
-    headers = {"instance": "instance", "cells": "cells", "classified": "classified"}
-    readout = [c for c in samples if c.endswith("_fraction")]
-    if readout:
-        positive = readout[0].removesuffix("_fraction")
-        headers[f"reference_fraction_{positive}"] = "reference"
-        headers[f"{positive}_fraction"] = f"{positive} (count)"
-        headers |= {
-            c: ">= " + c.split("_at_or_above_")[1].replace("pct", " %") for c in samples if "_above_" in c
-        }
-        headers[f"{positive}_fraction_corrected"] = "corrected"
-        headers[f"{positive}_fraction_low"] = "95 % low"
-        headers[f"{positive}_fraction_high"] = "95 % high"
-        headers |= {c: "call " + c.split("_call_")[1].replace("pct", " %") for c in samples if "_call_" in c}
-        if "no_call" in samples and samples["no_call"].dropna().astype(str).str.len().gt(0).any():
-            headers["no_call"] = "no call because"
-    else:
-        headers |= {c: c.removeprefix("fraction_") for c in samples if c.startswith("fraction_")}
-    columns = [c for c in headers if c in samples]
-    shown = Table(*(headers[c] for c in columns))
-    for _, row in samples[columns].iterrows():
-        shown.add_row(*(_shown(v) for v in row))
-    console.print(shown)
+    """The readout, a line per sample: the readout class's fraction (corrected, with its 95 %
+    interval, when the model carries its error rates; counted; the reference when known) and the
+    calls; every class's fraction when the model has no readout class. samples.csv holds all."""
+    counted = [c for c in samples if c.endswith("_fraction")]
+    if not counted:
+        fractions = [c for c in samples if c.startswith("fraction_")]
+        shown = Table("instance", "cells", *(c.removeprefix("fraction_") for c in fractions))
+        for _, row in samples.iterrows():
+            shown.add_row(str(row["instance"]), str(row["cells"]), *(_shown(row[c]) for c in fractions))
+        console.print(shown)
+        return
+    positive = counted[0].removesuffix("_fraction")
+    for _, row in samples.iterrows():
+        parts = []
+        if f"{positive}_fraction_corrected" in row:
+            low, high = row[f"{positive}_fraction_low"], row[f"{positive}_fraction_high"]
+            head = f"{_shown(row[f'{positive}_fraction_corrected'])} (95 % {_shown(low)}-{_shown(high)})"
+            parts.append(f"counted {_shown(row[f'{positive}_fraction'])}")
+            calls = {c.split("_call_")[1].replace("pct", " %"): row[c] for c in samples if "_call_" in c}
+        else:  # a model exported before the corrected readout: classify-and-count only
+            head = f"{_shown(row[f'{positive}_fraction'])} (counted)"
+            call = row.get(f"{positive}_at_or_above_25pct")
+            calls = {">= 25 %": {True: "yes", False: "no"}.get(call, call)}
+        if f"reference_fraction_{positive}" in row:
+            parts.append(f"reference {_shown(row[f'reference_fraction_{positive}'])}")
+        verdict = ", ".join(f"{cutoff}: {_shown(call)}" for cutoff, call in calls.items())
+        reason = row.get("no_call")
+        if isinstance(reason, str) and reason:
+            verdict = f"no call: {reason}"
+        console.print(
+            "; ".join(
+                [
+                    f"{row['instance']}: {positive} {head}",
+                    *parts,
+                    f"{row['classified']}/{row['cells']} cells classified",
+                    verdict,
+                ]
+            ),  # fmt: skip
+            highlight=False,
+        )
 
 
 def _shown(value) -> str:
