@@ -51,6 +51,9 @@ class ErrorRates:
     # per held-out unit: positives, of them called positive, negatives, of them called positive,
     # and (with probabilities) the sums of P(positive) over its positives and its negatives
     units: tuple[tuple[float, ...], ...] = ()
+    # which form corrects better, chosen by the design's held-out instances: PACC needs calibrated
+    # probabilities (a random forest's are not, on the demo: its PACC error was above its count's)
+    method: str = "pacc"
 
     def as_dict(self) -> dict:
         return asdict(self) | {"units": [list(u) for u in self.units]}
@@ -126,7 +129,7 @@ def estimate(
     called = np.asarray(called, bool)
     n = len(called)
     cc = float(called.mean()) if n else float("nan")
-    probabilistic = probability is not None and rates.tpr_probability is not None
+    probabilistic = probability is not None and rates.tpr_probability is not None and rates.method == "pacc"
     if probabilistic:
         observed, tpr, fpr = float(np.mean(probability)), rates.tpr_probability, rates.fpr_probability
     else:

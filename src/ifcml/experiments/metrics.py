@@ -9,6 +9,7 @@ paper). Bootstrap confidence intervals where the paper gives point values.
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 
 import numpy as np
@@ -83,16 +84,34 @@ def responder_calls(table: pd.DataFrame, positive: str, cutoffs=CUTOFFS) -> dict
     return metrics
 
 
-def held_out_rates(predictions: pd.DataFrame, positive: str) -> ErrorRates:
+def held_out_rates(predictions: pd.DataFrame, positive: str, method: str = "pacc") -> ErrorRates:
     """The design's error rates for the readout class over all its held-out cells (stored with
-    the design and its exported model)."""
+    the design and its exported model), to correct with ``method`` (pacc or acc)."""
     probability = predictions.get(f"probability_{positive}")
-    return error_rates(
-        predictions["label"], predictions["predicted"], positive, probability, predictions["instance"]
-    )
+    units = predictions["instance"]
+    rates = error_rates(predictions["label"], predictions["predicted"], positive, probability, units)
+    return dataclasses.replace(rates, method=method)
 
 
-def corrected_readout(predictions: pd.DataFrame, positive: str, seed: int = 0) -> pd.DataFrame:
+def best_corrected_readout(
+    predictions: pd.DataFrame, positive: str, seed: int = 0
+) -> tuple[pd.DataFrame, dict[str, float]]:
+    """:func:`corrected_readout` by the form (PACC or ACC) whose corrected fractions are nearer the
+    held-out instances' reference ones, and the error of each form."""
+    forms = ("pacc", "acc") if f"probability_{positive}" in predictions else ("acc",)
+    reference = predictions.groupby("instance")["label"].apply(lambda x: float((x == positive).mean()))
+    tables, errors = {}, {}
+    for form in forms:
+        tables[form] = corrected_readout(predictions, positive, seed, form)
+        corrected = tables[form].set_index("instance")[f"corrected_fraction_{positive}"]
+        errors[f"corrected_readout_mae_{form}"] = float((corrected - reference).abs().mean())
+    best = min(forms, key=lambda form: np.nan_to_num(errors[f"corrected_readout_mae_{form}"], nan=np.inf))
+    return tables[best], errors
+
+
+def corrected_readout(
+    predictions: pd.DataFrame, positive: str, seed: int = 0, method: str = "pacc"
+) -> pd.DataFrame:
     """Per held-out instance: its corrected fraction of ``positive`` and 95 % interval, with error
     rates measured on the other instances' held-out cells only (never its own cells). A design
     whose held-out cells all belong to one instance (k-fold inside one sample) has no other
@@ -100,7 +119,7 @@ def corrected_readout(predictions: pd.DataFrame, positive: str, seed: int = 0) -
     rows = []
     for k, (instance, part) in enumerate(predictions.groupby("instance", sort=True)):
         others = predictions[predictions["instance"] != instance]
-        rates = held_out_rates(others, positive)
+        rates = held_out_rates(others, positive, method)
         probability = part.get(f"probability_{positive}")
         result = estimate(part["predicted"].to_numpy() == positive, rates, probability, seed + k)
         rows.append(

@@ -114,9 +114,9 @@ def summarise(evaluation: Evaluation, positive: str | None, seed: int) -> tuple[
         summary |= {"instance_accuracy_ci_low": low, "instance_accuracy_ci_high": high}
     if positive in evaluation.classes:
         summary |= metrics.responder_calls(per_instance, positive)
-        corrected = metrics.corrected_readout(predictions, positive, seed)
+        corrected, both = metrics.best_corrected_readout(predictions, positive, seed)
         per_instance = per_instance.merge(corrected, on="instance")
-        summary |= metrics.corrected_metrics(per_instance, positive)
+        summary |= metrics.corrected_metrics(per_instance, positive) | both
     summary["train_seconds"] = float(sum(f.train_seconds for f in evaluation.folds))
     summary["predict_seconds_per_cell"] = float(
         sum(f.predict_seconds for f in evaluation.folds) / max(1, len(predictions))
@@ -304,7 +304,9 @@ def close_parent(
     finite = {k: v for k, v in summary.items() if np.isfinite(v)}
     rates = None  # the readout's error rates over every held-out cell: the exported model corrects with them
     if positive in evaluation.classes:
-        rates = metrics.held_out_rates(evaluation.predictions, positive).as_dict()
+        chosen = per_instance["correction"].iloc[0] if "correction" in per_instance else "acc"
+        method = chosen if chosen in ("acc", "pacc") else "acc"
+        rates = metrics.held_out_rates(evaluation.predictions, positive, method).as_dict()
     with mlflow.start_run(run_id=parent):
         _log_tables(evaluation, per_instance)
         if rates:
