@@ -6,8 +6,9 @@ rate ``fpr`` reports ``p * tpr + (1 - p) * fpr`` on average. Adjusted classify-a
 Forman 2008, "Quantifying counts and costs via classification") inverts that,
 ``p = (cc - fpr) / (tpr - fpr)``, with ``tpr`` and ``fpr`` measured on the design's held-out
 cells; its probabilistic form (PACC; Bella et al. 2010) does the same with mean probabilities
-instead of counts, where the model has probabilities. The rates are a property of the design:
-measured once over the grid's held-out folds, stored with the design and in the exported model.
+instead of counts, where the model has probabilities and they correct better on the design's
+held-out instances. The rates are a property of the design: measured once over the grid's
+held-out folds, stored with the design and in the exported model.
 
 The interval is a percentile bootstrap over both sources of error: the sample's cells (its
 called share is resampled as a binomial; its mean probability by the normal law of a mean) and
@@ -107,7 +108,7 @@ class Estimate:
 
     cells: int
     classify_and_count: float
-    corrected: float  # PACC where the model has probabilities, else ACC; NaN when not estimable
+    corrected: float  # in the design's form (ErrorRates.method); NaN when not estimable
     method: str  # "pacc", "acc", or why there is no corrected estimate
     low: float
     high: float
