@@ -31,7 +31,7 @@ from ifcml.features.table import metadata_columns, read_features, write_features
 from ifcml.io.channels import parse_channel_map
 from ifcml.io.detect import FORMATS, open_source
 from ifcml.io.store import CellStore, write_store
-from ifcml.outputs import check_replaceable, claimed, is_ifcml_table
+from ifcml.outputs import is_ifcml_table, writing
 from ifcml.simulate import PAPER_CHANNELS, SimulatedSource, SimulationSettings, write_tiff_export
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")  # TensorFlow's start-up INFO lines are noise here
@@ -324,11 +324,7 @@ def prune(
 
     settings = load_recipe(recipe)
     cells = read_features(table)
-    with claimed(out):
-        if out.exists():
-            if not overwrite:
-                raise InputError(f"{out}: already exists (pass --overwrite to replace it)")
-            check_replaceable(out, is_ifcml_table(out), "an ifcml feature table")
+    with writing(out, overwrite, is_ifcml_table, "an ifcml feature table"):
         kept = select_features(cells, settings.pruning)
         metadata = metadata_columns(cells)
         pruned = normalise(cells[metadata + kept], kept, settings.pruning)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import fcntl
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -74,3 +74,17 @@ def check_replaceable(path: Path, is_ours: bool, what: str) -> None:
         raise OutputError(
             f"{path}: an existing {kind} that is not {what}; --overwrite replaces only ifcml's own"
         )
+
+
+@contextmanager
+def writing(out: Path, overwrite: bool, is_ours: Callable[[Path], bool], what: str) -> Iterator[None]:
+    """Claim ``out`` and, inside the claim, refuse an existing one unless ``overwrite`` is given
+    and it is ``what`` ifcml wrote (``is_ours(out)``)."""
+    with claimed(out):
+        if out.exists():
+            if not overwrite:
+                raise OutputError(
+                    f"{out}: already exists; choose another --out or pass --overwrite to replace it"
+                )
+            check_replaceable(out, is_ours(out), what)
+        yield

@@ -92,14 +92,18 @@ def error_rates(
 
 
 def _per_unit(truth, called, probability, units) -> tuple[tuple[float, ...], ...]:
-    sums = []
+    """Per unit, in order of appearance: positives, of them called, negatives, of them called,
+    and the sums of P(positive) over its positives and its negatives (0 without probabilities)."""
     p = np.zeros(len(truth)) if probability is None else np.asarray(probability, np.float64)
-    for unit in pd.unique(np.asarray(units)):
-        mine = np.asarray(units) == unit
-        pos, neg = truth & mine, ~truth & mine
-        sums.append((int(pos.sum()), int(called[pos].sum()), int(neg.sum()), int(called[neg].sum()),
-                     float(p[pos].sum()), float(p[neg].sum())))  # fmt: skip
-    return tuple(sums)
+    columns = pd.DataFrame({
+        "positives": truth, "positives_called": truth & called,
+        "negatives": ~truth, "negatives_called": ~truth & called,
+        "p_positives": np.where(truth, p, 0.0), "p_negatives": np.where(truth, 0.0, p),
+    })  # fmt: skip
+    sums = columns.groupby(np.asarray(units), sort=False).sum()
+    return tuple(
+        (int(a), int(b), int(c), int(d), float(e), float(f)) for a, b, c, d, e, f in sums.itertuples(False)
+    )
 
 
 @dataclass(frozen=True)

@@ -30,7 +30,7 @@ from ifcml.executors import executor
 from ifcml.features.objects import cell_objects, check_objects
 from ifcml.features.recipe import Recipe
 from ifcml.io.store import CellStore
-from ifcml.outputs import check_replaceable, claimed, is_ifcml_table
+from ifcml.outputs import is_ifcml_table, writing
 
 ENGINES = ("cp-measure", "cellprofiler")
 # height and width: each cell image's true size (an exported model brings new cells to the
@@ -142,11 +142,7 @@ def write_features(
     store.channel_indices(chosen)  # unknown channel names fail here, before any work
     check_objects(recipe, chosen, has_masks=store.masks is not None)
     job = FeatureJob(store.path.resolve(), store.meta["images_sha256"], chosen, recipe, engine)
-    with claimed(out):
-        if out.exists():
-            if not overwrite:
-                raise StoreError(f"{out}: already exists (pass --overwrite to replace it)")
-            check_replaceable(out, is_ifcml_table(out), "an ifcml feature table")
+    with writing(out, overwrite, is_ifcml_table, "an ifcml feature table"):
         _measure_into(store, job, out, resume, workers, scheduler, on_cells)
     return out
 

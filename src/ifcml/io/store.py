@@ -38,7 +38,7 @@ from zarr.codecs import BloscCodec, Crc32cCodec
 from ifcml import __version__
 from ifcml.errors import IfcmlNotice, StoreError
 from ifcml.io.sources import CellChunk, Source
-from ifcml.outputs import check_replaceable, claimed
+from ifcml.outputs import writing
 
 SCHEMA_VERSION = 2  # 2: a CRC-32C per chunk and every chunk written; 1: neither
 READABLE_VERSIONS = (1, 2)
@@ -269,13 +269,7 @@ def write_store(
     """
     out = Path(out)
     channels = _common_channels(sources)
-    with claimed(out):
-        if out.exists():
-            if not overwrite:
-                raise StoreError(
-                    f"{out}: already exists; choose another --out or pass --overwrite to replace it"
-                )
-            check_replaceable(out, is_store(out), "a CellStore")
+    with writing(out, overwrite, is_store, "a CellStore"):
         return _write_new(sources, channels, out, samples, chunk_cells, on_cells)
 
 
