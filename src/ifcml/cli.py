@@ -365,6 +365,12 @@ def train_command(
     max_evals: Annotated[
         int | None, typer.Option(min=1, help="hyperopt trials (default: the spec's).")
     ] = None,
+    train_cells: Annotated[
+        int | None,
+        typer.Option(
+            min=1, help="Cut each training set to this many cells per class (a learning curve's point)."
+        ),
+    ] = None,
     seed: Annotated[int, Seed] = 0,
     experiment: Annotated[str, typer.Option(help="MLflow experiment name.")] = "ifcml",
     tracking_uri: TrackingUri = None,
@@ -391,6 +397,7 @@ def train_command(
             channels=_names(channels),
             labels=_names(labels),
             max_evals=max_evals,
+            train_cells=train_cells,
             seed=seed,
             experiment=experiment,
             uri=tracking_uri,

@@ -34,6 +34,7 @@ from ifcml.deploy.model_folder import MODEL_ARTIFACT, MODEL_CODE
 from ifcml.errors import InputError
 from ifcml.experiments.compare import design_runs
 from ifcml.experiments.mlflow_ui import lower_is_better
+from ifcml.experiments.run import TRAIN_SIZE_TAG
 from ifcml.outputs import claimed
 
 SIGNATURE = ModelSignature(params=ParamSchema([ParamSpec("workers", "long", 1)]))
@@ -52,8 +53,12 @@ class Exported:
 
 
 def best_design(client: MlflowClient, experiment: str, metric: str, model: str | None = None) -> pd.Series:
-    """The finished parent run of ``experiment`` (of ``model`` only, if given) best by ``metric``."""
+    """The finished parent run of ``experiment`` (of ``model`` only, if given) best by ``metric``,
+    among the designs trained on every cell (a learning curve's smaller ones are not candidates)."""
     top = design_runs(client, experiment)
+    size = f"tags.{TRAIN_SIZE_TAG}"
+    if size in top:
+        top = top[top[size].fillna("all") == "all"]
     if model is not None:
         if model not in set(top["tags.model"]):
             known = ", ".join(sorted(set(top["tags.model"])))

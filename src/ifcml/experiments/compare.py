@@ -5,8 +5,10 @@ per-instance accuracy), so the report can be made anywhere the experiment is rea
 and folds are read by filters that name exactly them, once, page after page: time and memory
 grow with designs and folds, never with trials. The figures follow the paper: per-instance
 accuracy per channel set, pooled confusion matrices, predicted vs reference positive-class
-fraction with the 25 % and 10 % cutoffs, and the network's embedding where one was logged. An
-artifact that is missing is a note in the report, not a failure.
+fraction with the 25 % and 10 % cutoffs, and the network's embedding where one was logged; a
+grid with a learning curve adds balanced accuracy against training cells per class (the other
+figures show the full-size designs). An artifact that is missing is a note in the report, not
+a failure.
 """
 
 from __future__ import annotations
@@ -31,10 +33,14 @@ from mlflow.exceptions import MlflowException  # noqa: E402
 from mlflow.tracking import MlflowClient  # noqa: E402
 
 from ifcml.errors import InputError  # noqa: E402
+from ifcml.experiments import learning_curve  # noqa: E402
 from ifcml.experiments.mlflow_store import search_all  # noqa: E402
 from ifcml.experiments.mlflow_ui import DESIGN_METRICS, DESIGNS_FILTER, designs_link, ui_base  # noqa: E402
+from ifcml.experiments.run import DEFAULT_POSITIVE, TRAIN_SIZE_TAG  # noqa: E402
 from ifcml.outputs import check_replaceable  # noqa: E402
 from ifcml.readout import CUTOFFS  # noqa: E402
+
+HIDDEN = ["run_id", "artifact_uri", "n classes", "positive"]  # the report's own columns, not shown
 
 
 def design_runs(client: MlflowClient, experiment: str) -> pd.DataFrame:
@@ -50,8 +56,8 @@ def design_runs(client: MlflowClient, experiment: str) -> pd.DataFrame:
 
 
 def fold_runs(client: MlflowClient, designs: pd.DataFrame) -> pd.DataFrame:
-    """Held-out unit, accuracy and design run id of every finished fold under ``designs``
-    (one or more, from :func:`design_runs`)."""
+    """Held-out unit, accuracy, training cells and design run id of every finished fold under
+    ``designs`` (one or more, from :func:`design_runs`)."""
     experiment = designs["experiment_id"].iloc[0]
     runs = search_all(client, [experiment], "tags.held_out IS NOT NULL and attributes.status = 'FINISHED'")
     wanted = set(designs["run_id"])
@@ -60,25 +66,34 @@ def fold_runs(client: MlflowClient, designs: pd.DataFrame) -> pd.DataFrame:
             "run_id": parent,
             "held_out": run.data.tags["held_out"],
             "accuracy": run.data.metrics.get("accuracy"),
+            "train_cells": run.data.metrics.get("train_cells", np.nan),  # absent before ifcml 0.x curves
         }
         for run in runs
         if (parent := run.data.tags.get("mlflow.parentRunId")) in wanted
     ]
-    return pd.DataFrame(rows, columns=["run_id", "held_out", "accuracy"])
+    return pd.DataFrame(rows, columns=["run_id", "held_out", "accuracy", "train_cells"])
 
 
 def comparison(client: MlflowClient, experiment: str) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(one row per finished (model, channel set) parent run, one row per held-out fold run)."""
+    """(one row per finished design's parent run, one row per held-out fold run)."""
     top = design_runs(client, experiment)
     table = pd.DataFrame({"run_id": top["run_id"], "artifact_uri": top["artifact_uri"]})
     for tag, name in {"model": "model", "channel_set": "channel set", "branch": "branch"}.items():
         table[name] = top.get(f"tags.{tag}")
+    table[learning_curve.SIZE] = _column(top, f"tags.{TRAIN_SIZE_TAG}", "all")  # "all" before curves
+    table["n classes"] = pd.to_numeric(_column(top, "params.n_classes", np.nan))
+    table["positive"] = _column(top, "params.positive", DEFAULT_POSITIVE)
     table["confounded"] = top.get("tags.confounded")
     for metric, name in DESIGN_METRICS.items():
         table[name] = top.get(f"metrics.{metric}", np.nan)
     table = table.sort_values(["channel set", "balanced accuracy"], ascending=[True, False])
     folds = fold_runs(client, top).merge(table[["run_id", "model", "channel set"]], on="run_id")
     return table.reset_index(drop=True), folds
+
+
+def _column(runs: pd.DataFrame, name: str, default) -> pd.Series:
+    """A column of ``runs`` with ``default`` where a run lacks it (runs of an older ifcml)."""
+    return runs[name].fillna(default) if name in runs else pd.Series(default, index=runs.index)
 
 
 def write_report(client: MlflowClient, experiment: str, out: Path) -> tuple[Path, pd.DataFrame]:
@@ -89,11 +104,20 @@ def write_report(client: MlflowClient, experiment: str, out: Path) -> tuple[Path
     refreshed; any other existing ``out`` is refused. Each file is replaced whole or not at all.
     """
     check_replaceable(out, is_report(out), "an ifcml report folder")
-    table, folds = comparison(client, experiment)
+    everything, all_folds = comparison(client, experiment)
     out.mkdir(parents=True, exist_ok=True)
-    _replace(out / "comparison.csv", table.drop(columns=["run_id", "artifact_uri"]).to_csv(index=False))
+    _replace(out / "comparison.csv", everything.drop(columns=HIDDEN).to_csv(index=False))
+    table = everything[everything[learning_curve.SIZE] == "all"]  # a curve's smaller designs: its figure only
+    folds = all_folds[all_folds["run_id"].isin(table["run_id"])]
     artifacts, notes = _artifacts(table)
     figures = {"Per-instance accuracy of held-out units, per channel set": _boxplots(folds)}
+    curve_notes = []
+    if learning_curve.has_curve(everything):
+        points = learning_curve.curves(everything, all_folds)
+        figures["Learning curves: held-out balanced accuracy against training cells per class"] = _figure(
+            learning_curve.figure(points)
+        )
+        curve_notes = learning_curve.crossings(points)
     confusions = [  # each design's own figure, as its run logged it: nothing redrawn
         (f"{row['model']} | {row['channel set']}", artifacts[row["run_id"]]["confusion"])
         for _, row in table.iterrows()
@@ -105,21 +129,22 @@ def write_report(client: MlflowClient, experiment: str, out: Path) -> tuple[Path
         if artifacts[row["run_id"]].get("embedding"):
             title = f"{row['model']} | {row['channel set']}: t-SNE of the final model's pooled features"
             figures[title] = artifacts[row["run_id"]]["embedding"]
-    shown = table.drop(columns=["run_id", "artifact_uri", "confounded"])
+    shown = everything.drop(columns=[*HIDDEN, "confounded"])
     experiment_id = client.get_experiment_by_name(experiment).experiment_id
     html = TEMPLATE.render(
         experiment=experiment,
         uri=client.tracking_uri,
         link=designs_link(ui_base(client.tracking_uri), experiment_id),
         table=shown.to_html(index=False, float_format=lambda v: f"{v:.3f}", na_rep="-", border=0),
-        confounded=sorted({c for c in table["confounded"].dropna() if c != "no"}),
+        confounded=sorted({c for c in everything["confounded"].dropna() if c != "no"}),
         notes=notes,
+        curve_notes=curve_notes,
         confusions=confusions,
         figures=figures,
     )
     report = out / REPORT
     _replace(report, html)
-    return report, table
+    return report, everything
 
 
 def is_report(folder: Path) -> bool:
@@ -216,7 +241,9 @@ def _readout(table: pd.DataFrame, artifacts: dict) -> str:
             per_instance = artifacts[row["run_id"]].get("per_instance")
             if per_instance is None:
                 continue
-            positive = _positive_class(per_instance)
+            positive = row["positive"]
+            if f"reference_fraction_{positive}" not in per_instance:
+                continue  # the readout class is not a label of this design
             reference = per_instance[f"reference_fraction_{positive}"]
             counted.scatter(
                 reference, per_instance[f"predicted_fraction_{positive}"], s=18, label=row["model"]
@@ -240,14 +267,6 @@ def _readout(table: pd.DataFrame, artifacts: dict) -> str:
             if ax.get_legend_handles_labels()[0]:
                 ax.legend(fontsize=7)
     return _figure(figure)
-
-
-def _positive_class(per_instance: pd.DataFrame) -> str:
-    """The readout class: 'leukemic' when present, else the first class."""
-    classes = [
-        c.removeprefix("reference_fraction_") for c in per_instance if c.startswith("reference_fraction_")
-    ]
-    return "leukemic" if "leukemic" in classes else classes[0]
 
 
 def _figure(figure) -> str:
@@ -290,6 +309,8 @@ The same designs in the MLflow UI: <a href="{{ link }}">{{ link }}</a>.</p>
 <figcaption>{{ caption }}</figcaption></figure>{% endfor %}</div>{% endif %}
 {% for title, image in figures.items() %}<h2>{{ title }}</h2><img alt="{{ title }}" src="{{ image }}">
 {% endfor %}
+{% if curve_notes %}<h2>What the learning curves say</h2>
+<ul>{% for note in curve_notes %}<li>{{ note }}</li>{% endfor %}</ul>{% endif %}
 </body></html>
 """
 )

@@ -1,6 +1,7 @@
 """``ifcml grid``: models x channel sets x held-out units as tasks, resumable through MLflow.
 
-Every (model, channel set) is a *design* with a parent run; every held-out unit of it is a
+Every (model, channel set), and with a ``learning_curve`` every (model, channel set, training
+cells per class), is a *design* with a parent run; every held-out unit of it is a
 task that logs one nested run; when a design's folds are all done, a last task pools them,
 refits the model on all cells and closes the parent. Keys are deterministic (a hash of the
 experiment's data, the model's spec, the channels, the split and the seed), stored as run tags,
@@ -24,7 +25,7 @@ import json
 import traceback
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 
 from mlflow.entities import Run
@@ -63,6 +64,7 @@ class Task:
     key: str
     parent: str
     uri: str
+    train_cells: int | None = None  # a learning curve's cap per class (None: every training cell)
 
 
 @dataclass
@@ -91,35 +93,40 @@ def run_grid(
     confounds: set[str] = set()
     plans = []  # (design tasks, final task)
     skipped = elsewhere = 0
-    for m in range(len(spec.model_specs())):
-        for channel_set in spec.channel_sets:
-            prepared = _prepared(spec, m, channel_set)
-            check_positive(prepared, spec.positive if "positive" in spec.model_fields_set else None)
-            reports = confound_check(prepared.table)
-            confounds.update(r.message() for r in reports)
-            design = _key(spec, prepared, channel_set)
+    designs = [
+        (m, channel_set, size)
+        for m in range(len(spec.model_specs()))
+        for channel_set in spec.channel_sets
+        for size in spec.train_sizes()
+    ]
+    for m, channel_set, size in designs:
+        prepared = _prepared(spec, m, channel_set, size)
+        check_positive(prepared, spec.positive if "positive" in spec.model_fields_set else None)
+        reports = confound_check(prepared.table)
+        confounds.update(r.message() for r in reports)
+        design = _key(spec, prepared, channel_set)
+        parent = _find_parent(client, experiment_id, design)
+        design_folds = prepared.folds(spec.split, spec.seed)
+        if parent is not None and parent.info.status == "FINISHED":
+            skipped += len(design_folds) + 1
+            continue
+        if parent is None:  # open one, then take the earliest (another grid may have opened one too)
+            _open(spec, prepared, channel_set, reports, design)
             parent = _find_parent(client, experiment_id, design)
-            design_folds = prepared.folds(spec.split, spec.seed)
-            if parent is not None and parent.info.status == "FINISHED":
-                skipped += len(design_folds) + 1
-                continue
-            if parent is None:  # open one, then take the earliest (another grid may have opened one too)
-                _open(spec, prepared, channel_set, reports, design)
-                parent = _find_parent(client, experiment_id, design)
-            finished, running = _fold_states(client, parent.info.run_id)
-            folds = []
-            for fold in design_folds:
-                key = f"{design}/{fold.name}"
-                if key in finished:
-                    skipped += 1
-                elif key in running:
-                    elsewhere += 1
-                else:
-                    folds.append(Task(spec, m, channel_set, fold.name, key, parent.info.run_id, uri))
-            if any(f"{design}/{fold.name}" in running for fold in design_folds):
-                continue  # the grid running those folds pools the design
-            final = Task(spec, m, channel_set, FINAL, f"{design}/{FINAL}", parent.info.run_id, uri)
-            plans.append((folds, final))
+        finished, running = _fold_states(client, parent.info.run_id)
+        folds = []
+        for fold in design_folds:
+            key = f"{design}/{fold.name}"
+            if key in finished:
+                skipped += 1
+            elif key in running:
+                elsewhere += 1
+            else:
+                folds.append(Task(spec, m, channel_set, fold.name, key, parent.info.run_id, uri, size))
+        if any(f"{design}/{fold.name}" in running for fold in design_folds):
+            continue  # the grid running those folds pools the design
+        final = Task(spec, m, channel_set, FINAL, f"{design}/{FINAL}", parent.info.run_id, uri, size)
+        plans.append((folds, final))
     if on_total:
         on_total(sum(len(folds) + 1 for folds, _ in plans))
     failed, done = [], 0
@@ -218,7 +225,7 @@ def run_task(task: Task) -> str | None:
     client = connect(task.uri)
     run = None
     try:
-        prepared = _prepared(task.spec, task.model, task.channel_set)
+        prepared = _prepared(task.spec, task.model, task.channel_set, task.train_cells)
         if task.fold == FINAL:
             _finish(client, task, prepared)
             return None
@@ -268,8 +275,9 @@ def _keep_earliest(client: MlflowClient, task: Task) -> None:
         client.delete_run(late.info.run_id)
 
 
-def _prepared(spec: ExperimentSpec, model: int, channel_set: str) -> Prepared:
-    return _prepared_once(spec.model_dump_json(), model, channel_set)
+def _prepared(spec: ExperimentSpec, model: int, channel_set: str, train_cells: int | None = None) -> Prepared:
+    """The design's data; a learning curve's points share one read of it."""
+    return replace(_prepared_once(spec.model_dump_json(), model, channel_set), train_cells=train_cells)
 
 
 @lru_cache(maxsize=4)
@@ -299,6 +307,8 @@ def _key(spec: ExperimentSpec, prepared: Prepared, channel_set: str) -> str:
         spec.data.labels,
         spec.data.merge,
     ]
+    if prepared.train_cells is not None:  # full-size designs keep the keys they had before curves
+        what.append(prepared.train_cells)
     return hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 

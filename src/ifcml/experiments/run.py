@@ -12,7 +12,7 @@ import hashlib
 import json
 import shutil
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -32,7 +32,7 @@ from ifcml.experiments.evaluate import (
     usable_cells,
 )
 from ifcml.experiments.mlflow_store import connect, tracking_uri
-from ifcml.experiments.splits import ConfoundReport, Fold, confound_check, make_folds
+from ifcml.experiments.splits import ConfoundReport, Fold, confound_check, limit_per_class, make_folds
 from ifcml.experiments.tracking import (
     close_parent,
     fail_run,
@@ -76,6 +76,7 @@ class Prepared:
     crops: np.ndarray | None = None  # networks: every store cell's crop
     checkpoints: Path | None = None  # networks: where trainings checkpoint
     inputs: dict | None = None  # how a cell's raw images become the model's input (see ifcml.deploy)
+    train_cells: int | None = None  # a learning curve's point: every training set cut to this per class
 
     @property
     def branch(self) -> str:
@@ -85,8 +86,21 @@ class Prepared:
     def classes(self) -> list[str]:
         return sorted(self.table[LABEL].unique().tolist())
 
+    @property
+    def train_size(self) -> str:
+        """Training cells per class as runs record it: the cap, or ``all``."""
+        return "all" if self.train_cells is None else str(self.train_cells)
+
     def folds(self, split: str, seed: int) -> list[Fold]:
-        return make_folds(self.table, split, seed)
+        """The split's folds; with ``train_cells``, each training set cut to that many cells per
+        class (held-out units are never cut)."""
+        folds = make_folds(self.table, split, seed)
+        return [replace(fold, train=self._training(fold.train, seed, fold.name)) for fold in folds]
+
+    def _training(self, rows: np.ndarray, seed: int, draw: str) -> np.ndarray:
+        if self.train_cells is None:
+            return rows
+        return limit_per_class(self.table, rows, self.train_cells, seed, draw)
 
     def run_fold(
         self, fold: Fold, seed: int, max_evals: int | None, progress: Progress = SILENT
@@ -112,6 +126,7 @@ class Prepared:
     ) -> FoldResult:
         """Run ``fold`` into its open run ``run`` (from :func:`open_fold`): its trials and epochs
         logged as they come (and told to ``progress``), then its results, finishing the run."""
+        client.log_metric(run, "train_cells", len(fold.train))
         streamed, epochs = fold_progress(client, run)
         result = self.run_fold(fold, seed, max_evals, streamed + progress)
         finish_fold(client, run, result, self.classes, epochs, log_trials)
@@ -129,8 +144,9 @@ class Prepared:
         return {"embedding_tsne.png": embedding_figure(final.model, self.crops, cells, labels, title, seed)}
 
     def final(self, seed: int, max_evals: int | None, progress: Progress = SILENT) -> Trained:
-        """Refit on every usable cell (tuned, for classical models, by inner CV over all instances)."""
-        everything = np.arange(len(self.table))
+        """Refit on every usable cell (tuned, for classical models, by inner CV over all
+        instances); on a learning curve's point, on that many cells per class of them."""
+        everything = self._training(np.arange(len(self.table)), seed, "final")
         if isinstance(self.spec, NetworkSpec):
             from ifcml.experiments.evaluate_network import train_on
 
@@ -218,6 +234,7 @@ def run_model(
     labels: list[str] | None = None,
     pruning: Pruning | None = None,
     max_evals: int | None = None,
+    train_cells: int | None = None,
     seed: int = 0,
     experiment: str = "ifcml",
     uri: str | None = None,
@@ -232,7 +249,7 @@ def run_model(
     """
     spec = model if isinstance(model, ModelSpec | NetworkSpec) else load_model_spec(model)
     relabel = (lambda table: table[table[LABEL].isin(labels)]) if labels else None
-    prepared = prepare(data, spec, channels, relabel, pruning)
+    prepared = replace(prepare(data, spec, channels, relabel, pruning), train_cells=train_cells)
     if labels:
         _check_labels(prepared, labels)
     check_positive(prepared, positive)
@@ -267,10 +284,12 @@ def run_model(
 
 
 DEFAULT_POSITIVE = "leukemic"  # the paper's readout class
+TRAIN_SIZE_TAG = "train_cells_per_class"  # "all", or a learning curve's cap
 
 
 def run_name(prepared: Prepared, channel_set: str | None = None) -> str:
-    return f"{prepared.spec.name} | {channel_set or '+'.join(prepared.channels)}"
+    name = f"{prepared.spec.name} | {channel_set or '+'.join(prepared.channels)}"
+    return name if prepared.train_cells is None else f"{name} | {prepared.train_cells}/class"
 
 
 def run_tags(
@@ -282,6 +301,7 @@ def run_tags(
         "channel_set": channel_set or "+".join(prepared.channels),
         "split": split,
         "confounded": "; ".join(r.message() for r in confounds) or "no",
+        TRAIN_SIZE_TAG: prepared.train_size,
     }
 
 
@@ -294,6 +314,8 @@ def run_params(prepared: Prepared, split: str, seed: int, max_evals: int | None,
         "channels": "+".join(prepared.channels),
         "n_cells": len(prepared.table),
         "n_instances": prepared.table[INSTANCE].nunique(),
+        "n_classes": len(prepared.classes),
+        "train_cells_per_class": prepared.train_size,
         **prepared.params,
     }
     if isinstance(prepared.spec, ModelSpec):

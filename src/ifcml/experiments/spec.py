@@ -9,6 +9,7 @@ override its spec (validated with it): a smaller search budget, fewer epochs.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated, Literal
 
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -75,6 +76,8 @@ class ExperimentSpec(_Strict):
     seed: int = Field(0, ge=0, le=2**32 - 1)  # numpy's and hyperopt's seeds are unsigned 32-bit
     positive: str = "leukemic"  # the class whose fraction is the readout (must be a label when given)
     log_trials: bool = False  # hyperopt trials as nested MLflow runs too (they are always a table)
+    # training cells per class, e.g. [250, 500, 1000, all]: every design again at each size
+    learning_curve: list[Annotated[int, Field(ge=1)] | Literal["all"]] = []
 
     @field_validator("channel_sets")
     @classmethod
@@ -83,6 +86,19 @@ class ExperimentSpec(_Strict):
         if empty:
             raise ValueError(f"channel set(s) {', '.join(empty)} name no channels")
         return sets
+
+    @field_validator("learning_curve")
+    @classmethod
+    def _distinct(cls, sizes: list):
+        repeated = sorted({str(size) for size in sizes if sizes.count(size) > 1})
+        if repeated:
+            raise ValueError(f"size(s) {', '.join(repeated)} given twice")
+        return sizes
+
+    def train_sizes(self) -> list[int | None]:
+        """The learning curve's caps, smallest first, then None (every training cell): the
+        full-size designs are always run, a curve only adds smaller ones."""
+        return sorted(size for size in self.learning_curve if size != "all") + [None]
 
     def model_specs(self) -> list[ModelSpec | NetworkSpec]:
         """Every model's spec with its settings applied; errors name ``models.<i>``."""

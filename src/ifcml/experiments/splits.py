@@ -7,6 +7,7 @@ acquisition as much as the biology; :func:`confound_check` says when that happen
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -93,6 +94,23 @@ def undersample_per_instance(cells: pd.DataFrame, rows: np.ndarray, seed: int) -
         for _, group in part.groupby("label", sort=True):
             kept.append(rng.choice(group["row"].to_numpy(), size, replace=False))
     return np.sort(np.concatenate(kept)) if kept else rows[:0]
+
+
+def limit_per_class(
+    cells: pd.DataFrame, rows: np.ndarray, per_class: int, seed: int, draw: str
+) -> np.ndarray:
+    """At most ``per_class`` of ``rows`` per label: a learning curve's smaller training set.
+
+    Every cell of ``cells`` gets a random key from (``seed``, ``draw``, e.g. the fold's name) and
+    each class keeps its lowest keys, so the draw repeats exactly and a smaller size is a subset
+    of every larger one (the curve's points are nested). The rows kept are sorted.
+    """
+    codes = pd.factorize(_column(cells, "label").to_numpy()[rows])[0]
+    keys = np.random.default_rng([seed, zlib.crc32(draw.encode())]).random(len(cells))[rows]
+    order = np.lexsort((keys, codes))  # by class, then key
+    ranked = codes[order]
+    rank_in_class = np.arange(len(order)) - np.searchsorted(ranked, ranked, side="left")
+    return np.sort(rows[order[rank_in_class < per_class]])
 
 
 @dataclass(frozen=True)
