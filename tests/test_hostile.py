@@ -481,10 +481,16 @@ CASES: list[tuple[str, Callable[[World], list], list[str]]] = [
             edited_mlmodel(
                 w,
                 True,
-                lambda m: m["flavors"].update(
-                    xgboost={"model_class": "subprocess.Popen", "model_format": "json", "data": "model.json"}
-                )
-                or m["flavors"].pop("sklearn"),
+                lambda m: (
+                    m["flavors"].update(
+                        xgboost={
+                            "model_class": "subprocess.Popen",
+                            "model_format": "json",
+                            "data": "model.json",
+                        }
+                    )
+                    or m["flavors"].pop("sklearn")
+                ),
             ),
             w.store,
             "--out",

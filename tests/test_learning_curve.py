@@ -90,21 +90,28 @@ def test_a_curve_adds_designs_beside_the_finished_full_ones(tmp_path, simulated_
         "--train-cells", "10", "--experiment", "curve-train", "--tracking-uri", uri,
     )  # fmt: skip
     assert code == 0, err
-    (run,) = client.search_runs([client.get_experiment_by_name("curve-train").experiment_id], "tags.held_out IS NULL")
+    trained = client.get_experiment_by_name("curve-train").experiment_id
+    (run,) = client.search_runs([trained], "tags.held_out IS NULL")
     assert run.data.params["train_cells_per_class"] == "10" and run.info.run_name.endswith("| 10/class")
 
 
 def test_crossings_are_said_with_their_intervals():
     def point(model, size, cells, accuracy, half=0.01):
+        low, high = accuracy - half, accuracy + half
         return {"model": model, "channel set": "bf", learning_curve.SIZE: size, "cells": cells,
-                "balanced accuracy": accuracy, "BA CI low": accuracy - half, "BA CI high": accuracy + half}  # fmt: skip
+                "balanced accuracy": accuracy, "BA CI low": low, "BA CI high": high}  # fmt: skip
 
     crossing = pd.DataFrame(
-        [point("cnn", "100", 100, 0.6), point("cnn", "all", 900, 0.9),
-         point("xgb", "100", 100, 0.7), point("xgb", "all", 900, 0.8)]  # fmt: skip
+        [
+            point("cnn", "100", 100, 0.6),
+            point("cnn", "all", 900, 0.9),
+            point("xgb", "100", 100, 0.7),
+            point("xgb", "all", 900, 0.8),
+        ]  # fmt: skip
     )
     said = learning_curve.crossings(crossing)
-    assert said[0] == "bf: best balanced accuracy per training cells/class: 100: xgb (0.700), all: cnn (0.900)."
+    best = "bf: best balanced accuracy per training cells/class: 100: xgb (0.700), all: cnn (0.900)."
+    assert said[0] == best
     assert said[1] == "bf: cnn overtakes xgb between 100 and all cells/class (intervals apart at all)."
     parallel = crossing.assign(**{"balanced accuracy": [0.6, 0.7, 0.65, 0.75]})
     assert learning_curve.crossings(parallel)[1] == (
