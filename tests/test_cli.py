@@ -36,12 +36,15 @@ def test_demo_runs_and_a_second_run_reuses_finished_steps(ifcml, tmp_path):
     code, first, err = ifcml("demo", "--out", out)
     assert code == 0, err
     assert "3600 cells" in first and "P04_day33" in first
-    assert "grid demo: 65 task(s) run, 0 already finished, 0 failed" in first
+    assert "grid demo: 195 task(s) run, 0 already finished, 0 failed" in first  # 5 models x 3 sizes
     assert "CONFOUNDED" not in err  # a designed experiment: samples are the acquisitions
     summary = json.loads(ifcml("info", out / "store", "--json")[1])
     assert summary["n_cells"] == 3600 and len(summary["counts"]) == 12
     assert summary["channels"] == ["BF", "CD10", "CD34", "DF", "DAPI", "CD19", "CD45"]
-    table = pd.read_csv(out / "report" / "comparison.csv")
+    curve = pd.read_csv(out / "report" / "comparison.csv")
+    assert sorted(curve["train cells/class"].unique()) == ["200", "50", "all"]
+    assert "What the learning curves say" in (out / "report" / "report.html").read_text()
+    table = curve[curve["train cells/class"] == "all"]
     assert sorted(table["model"]) == ["compact_cnn", "linear_svm", "naive_bayes", "random_forest", "xgboost"]
     best = table.set_index("model")["balanced accuracy"]
     assert best["linear_svm"] > 0.85 and best["compact_cnn"] > 0.7  # chance: 0.333
@@ -56,6 +59,6 @@ def test_demo_runs_and_a_second_run_reuses_finished_steps(ifcml, tmp_path):
     created = json.loads((out / "store" / "meta.json").read_text())["provenance"]["created"]
     code, second, err = ifcml("demo", "--out", out)
     assert code == 0, err
-    assert "wrote" not in second and "grid demo: 0 task(s) run, 65 already finished" in second
+    assert "wrote" not in second and "grid demo: 0 task(s) run, 195 already finished" in second
     assert "exported" not in second and "new_P02_day33" in second  # kept, and shown again
     assert json.loads((out / "store" / "meta.json").read_text())["provenance"]["created"] == created

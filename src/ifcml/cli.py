@@ -506,6 +506,7 @@ def compare_command(
 ) -> None:
     """The comparison table (models x channel sets) and a self-contained HTML report; prints the
     link to the designs in the MLflow UI, sorted by ``--metric``."""
+    from ifcml.experiments import learning_curve
     from ifcml.experiments.compare import write_report
     from ifcml.experiments.mlflow_store import connect
     from ifcml.experiments.mlflow_store import tracking_uri as default_uri
@@ -517,9 +518,11 @@ def compare_command(
     report, table = write_report(client, experiment, out or Path(f"compare_{experiment}"))
     experiment_id = client.get_experiment_by_name(experiment).experiment_id
     add_view(client, experiment_id, metric)
+    sizes = learning_curve.has_curve(table)  # a learning curve's designs: say each one's size
     shown = Table(
         "model",
         "channel set",
+        *(["cells/class"] if sizes else []),
         "balanced accuracy (95 % CI)",
         "instance acc.",
         "readout err.",
@@ -529,6 +532,7 @@ def compare_command(
         shown.add_row(
             row["model"],
             row["channel set"],
+            *([row[learning_curve.SIZE]] if sizes else []),
             f"{row['balanced accuracy']:.3f} ({row['BA CI low']:.3f}-{row['BA CI high']:.3f})",
             f"{row['instance accuracy mean']:.3f}",
             _shown(row["readout error"]),

@@ -75,7 +75,9 @@ def fold_runs(client: MlflowClient, designs: pd.DataFrame) -> pd.DataFrame:
 
 
 def comparison(client: MlflowClient, experiment: str) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(one row per finished design's parent run, one row per held-out fold run)."""
+    """(one row per finished design's parent run, one row per held-out fold run). Designs
+    trained on every cell come first, best first per channel set; a learning curve's smaller
+    designs follow, per model from the smallest."""
     top = design_runs(client, experiment)
     table = pd.DataFrame({"run_id": top["run_id"], "artifact_uri": top["artifact_uri"]})
     for tag, name in {"model": "model", "channel_set": "channel set", "branch": "branch"}.items():
@@ -86,7 +88,10 @@ def comparison(client: MlflowClient, experiment: str) -> tuple[pd.DataFrame, pd.
     table["confounded"] = top.get("tags.confounded")
     for metric, name in DESIGN_METRICS.items():
         table[name] = top.get(f"metrics.{metric}", np.nan)
-    table = table.sort_values(["channel set", "balanced accuracy"], ascending=[True, False])
+    size = table[learning_curve.SIZE]
+    full = table[size == "all"].sort_values(["channel set", "balanced accuracy"], ascending=[True, False])
+    points = table[size != "all"].assign(cap=pd.to_numeric(size[size != "all"]))
+    table = pd.concat([full, points.sort_values(["channel set", "model", "cap"]).drop(columns="cap")])
     folds = fold_runs(client, top).merge(table[["run_id", "model", "channel set"]], on="run_id")
     return table.reset_index(drop=True), folds
 
