@@ -66,7 +66,7 @@ def fold_runs(client: MlflowClient, designs: pd.DataFrame) -> pd.DataFrame:
             "run_id": parent,
             "held_out": run.data.tags["held_out"],
             "accuracy": run.data.metrics.get("accuracy"),
-            "train_cells": run.data.metrics.get("train_cells", np.nan),  # absent before ifcml 0.x curves
+            "train_cells": run.data.metrics.get("train_cells", np.nan),  # NaN: a run older than curves
         }
         for run in runs
         if (parent := run.data.tags.get("mlflow.parentRunId")) in wanted
