@@ -74,7 +74,7 @@ class Prepared:
     features: list[str] = field(default_factory=list)  # classical
     pruning: Pruning | None = None  # classical
     crops: np.ndarray | None = None  # networks: every store cell's crop
-    checkpoints: Path | None = None  # networks: where trainings checkpoint
+    checkpoint_root: Path | None = None  # networks: where this data's trainings checkpoint
     inputs: dict | None = None  # how a cell's raw images become the model's input (see ifcml.deploy)
     train_cells: int | None = None  # a learning curve's point: every training set cut to this per class
 
@@ -85,6 +85,12 @@ class Prepared:
     @property
     def classes(self) -> list[str]:
         return sorted(self.table[LABEL].unique().tolist())
+
+    @property
+    def checkpoints(self) -> Path | None:
+        """This design's own checkpoint folder: a learning curve's designs share the data, and
+        one finishing (which deletes its folder) must not delete another's trainings."""
+        return self.checkpoint_root / f"cells_{self.train_size}" if self.checkpoint_root else None
 
     @property
     def train_size(self) -> str:
@@ -438,6 +444,6 @@ def _prepare_network(data: Path, spec: NetworkSpec, channels, relabel) -> Prepar
     }
     inputs = {"kind": "crops", "channels": chosen, "crop": spec.crop.model_dump(mode="json")}
     return Prepared(
-        spec, table, chosen, str(data.resolve()), digest, params, crops=crops, checkpoints=checkpoints,
+        spec, table, chosen, str(data.resolve()), digest, params, crops=crops, checkpoint_root=checkpoints,
         inputs=inputs,
     )  # fmt: skip
