@@ -249,6 +249,7 @@ def test_jurkat_grid_exports_a_model_that_reads_montages_it_never_saw(tmp_path, 
         {"spec": "compact_cnn", "settings": {"training": {"max_epochs": 4}}},
     ]
     spec["max_evals"] = 2
+    spec.pop("learning_curve")  # the full-size designs are what is exported (curves: test_learning_curve)
     (tmp_path / "jurkat.yaml").write_text(yaml.safe_dump(spec))
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     code, out, err = ifcml("grid", tmp_path / "jurkat.yaml", "--tracking-uri", uri, "--workers", "2")
