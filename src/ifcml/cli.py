@@ -11,7 +11,7 @@ import os
 import sys
 import tempfile
 import warnings
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, contextmanager, nullcontext
 from pathlib import Path
 from typing import Annotated
 
@@ -30,7 +30,7 @@ from ifcml.features.recipe import load_recipe
 from ifcml.features.table import metadata_columns, read_features, write_features
 from ifcml.io.channels import parse_channel_map
 from ifcml.io.detect import FORMATS, open_source
-from ifcml.io.store import CellStore, write_store
+from ifcml.io.store import CellStore, is_store, write_store
 from ifcml.outputs import is_ifcml_table, writing
 from ifcml.simulate import PAPER_CHANNELS, SimulatedSource, SimulationSettings, write_tiff_export
 
@@ -337,6 +337,70 @@ def prune(
         f"kept {len(kept)} of {len(cells.columns) - len(metadata)} features -> {out} "
         f"(list: {out.with_suffix('.kept.txt')})",
         highlight=False,
+    )
+
+
+@app.command("gate")
+def gate_command(
+    table: Annotated[
+        Path, typer.Argument(help="A cells table (ifcml features), or a CellStore to measure first.")
+    ],
+    gates: Annotated[
+        Path, typer.Option(help="The strategy: GatingML 2.0 (.xml) or FlowJo 10 workspace (.wsp).")
+    ],
+    out: Annotated[Path, typer.Option("--out", "-o", help="The gated table to write (.parquet).")],
+    label_gates: Annotated[
+        str | None, typer.Option(help="Gates whose populations become Metadata_label, e.g. G1,S,G2M.")
+    ] = None,
+    sample: Annotated[
+        str | None, typer.Option(help="The workspace sample whose gates apply (.wsp only).")
+    ] = None,
+    workers: Annotated[int, typer.Option(min=1, help="Local processes, to measure a CellStore.")] = 1,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing table at --out.")] = False,
+) -> None:
+    """Apply a gating strategy (through FlowKit): a Metadata_Gate_<gate> column per population,
+    counted in that gate and all its ancestors, and labels from chosen populations."""
+    from ifcml.gating.run import gate_file
+
+    names = [n.strip() for n in label_gates.split(",") if n.strip()] if label_gates else []
+    measuring = cell_progress(None, "measure") if is_store(table) else nullcontext()
+    with measuring as progress:
+        run = gate_file(
+            table,
+            gates,
+            out,
+            label_gates=names,
+            sample=sample,
+            overwrite=overwrite,
+            workers=workers,
+            on_cells=progress,
+        )
+    shown = Table(*run.counts.columns)
+    for row in run.counts.itertuples(index=False):
+        shown.add_row(*(f"{v:.2f}" if isinstance(v, float) else str(v) for v in row))
+    console.print(shown)
+    if run.labelled is not None:
+        console.print(
+            f"labelled from {', '.join(names)}: {run.labelled.in_none} cells in none of them and "
+            f"{run.labelled.in_several} in several got no label",
+            highlight=False,
+        )
+    console.print(f"wrote {out} ({len(run.strategy.populations)} gate columns)", highlight=False)
+
+
+@app.command("fcs")
+def fcs_command(
+    table: Annotated[Path, typer.Argument(help="A cells table (ifcml features, prune or gate).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="The FCS 3.1 file to write.")],
+    overwrite: Annotated[bool, typer.Option(help="Replace an FCS file ifcml wrote at --out.")] = False,
+) -> None:
+    """Write the table's numeric columns as FCS 3.1 ($PnN = column name, the cell id among them),
+    for gating in FlowJo or FlowKit; the gates drawn there apply with `ifcml gate`."""
+    from ifcml.gating.fcs import write_fcs
+
+    export = write_fcs(table, out, overwrite)
+    console.print(
+        f"wrote {export.cells} cells x {len(export.parameters)} parameters to {out}", highlight=False
     )
 
 

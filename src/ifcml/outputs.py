@@ -88,3 +88,14 @@ def writing(out: Path, overwrite: bool, is_ours: Callable[[Path], bool], what: s
                 )
             check_replaceable(out, is_ours(out), what)
         yield
+
+
+def replace_atomically(out: Path, write: Callable[[Path], None]) -> None:
+    """Have ``write`` fill a private temporary file beside ``out``, then rename it into place:
+    readers see the old output or the new one, never half of one."""
+    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+    try:
+        write(tmp)
+        tmp.replace(out)
+    finally:
+        tmp.unlink(missing_ok=True)

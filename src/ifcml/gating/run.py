@@ -1,0 +1,78 @@
+"""`ifcml gate` as a library call: read a table (measuring a CellStore first), gate it, write
+the gated table atomically, keeping the table's provenance."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from ifcml.errors import InputError
+from ifcml.features.table import read_features, table_manifest, write_features
+from ifcml.gating.apply import Labelled, counts, gated_table, label_from, membership, warn_empty
+from ifcml.gating.strategy import Strategy, load_strategy
+from ifcml.io.store import CellStore, is_store
+from ifcml.outputs import is_ifcml_table, replace_atomically, writing
+
+
+@dataclass(frozen=True)
+class GateRun:
+    """What `ifcml gate` did: FlowJo's counts table, and the labels' gaps when asked."""
+
+    strategy: Strategy
+    counts: pd.DataFrame
+    labelled: Labelled | None
+    table: Path  # the table that was gated (the measured one, for a store)
+
+
+def gate_file(
+    source: Path,
+    gates: Path,
+    out: Path,
+    *,
+    label_gates: Sequence[str] = (),
+    sample: str | None = None,
+    overwrite: bool = False,
+    workers: int = 1,
+    on_cells: Callable[[int], None] | None = None,
+) -> GateRun:
+    """Gate ``source`` (a cells table, or a CellStore measured first) with ``gates`` into ``out``."""
+    strategy = load_strategy(gates, sample)
+    with writing(out, overwrite, is_ifcml_table, "an ifcml cells table"):
+        table_path = _measured(source, out, workers, on_cells) if is_store(source) else source
+        table = read_features(table_path)
+        members = membership(table, strategy, str(table_path))
+        labelled = label_from(members, strategy, label_gates) if label_gates else None
+        warn_empty(members, strategy, str(table_path))
+        gated = gated_table(table, members, labelled)
+        replace_atomically(out, lambda tmp: _write_table(gated, table_path, strategy, tmp))
+    return GateRun(strategy, counts(members, strategy), labelled, table_path)
+
+
+def _measured(store_path: Path, out: Path, workers: int, on_cells) -> Path:
+    """The store's feature table beside ``out``: measured once, reused when it is this store's."""
+    features = out.with_name(f"{out.stem}.features.parquet")
+    digest = CellStore(store_path).meta["images_sha256"]
+    if features.exists():
+        if table_manifest(features).get("store_images_sha256") != digest:
+            raise InputError(
+                f"{features}: measured from another store than {store_path}; move it away to measure again"
+            )
+        return features
+    return write_features(store_path, features, workers=workers, on_cells=on_cells)
+
+
+def _write_table(table: pd.DataFrame, source: Path, strategy: Strategy, path: Path) -> None:
+    """Parquet with the source table's ifcml provenance and the strategy that gated it."""
+    metadata = dict(pq.read_schema(source).metadata or {})
+    metadata.pop(b"pandas", None)
+    metadata[b"ifcml_gating"] = json.dumps(
+        {"strategy": str(strategy.source.resolve()), "gates": [p.column for p in strategy.populations]}
+    ).encode()
+    arrow = pa.Table.from_pandas(table, preserve_index=False)
+    pq.write_table(arrow.replace_schema_metadata({**(arrow.schema.metadata or {}), **metadata}), path)
