@@ -280,3 +280,70 @@ def test_an_empty_gate_of_a_valid_strategy_is_a_notice(jurkat_table, tmp_path, i
     assert code == 0
     assert "notice: gate 'Huge' holds none of the 3419 cells" in err
     assert not pd.read_parquet(tmp_path / "gated.parquet")["Metadata_Gate_Huge"].any()
+
+
+def test_qc_thresholds_follow_the_rule_and_an_edit_overrides_them(jurkat_table, tmp_path, ifcml):
+    code, printed, err = ifcml("qc", jurkat_table, "--out", tmp_path / "qc.xml")
+    assert code == 0, err
+    table = pd.read_parquet(jurkat_table)
+    area = table[AREA].dropna().to_numpy(np.float32).astype(float)
+    median = np.median(area)
+    spread = 3 * 1.4826 * np.median(np.abs(area - median))
+    text = (tmp_path / "qc.xml").read_text()
+    assert f'gating:min="{median - spread:.4f}"'[:24] in text and "The QC population is 'in_focus'" in text
+
+    code, printed, err = ifcml(
+        "gate", jurkat_table, "--gates", tmp_path / "qc.xml", "--out", tmp_path / "qc.parquet"
+    )
+    assert code == 0, err
+    gated = pd.read_parquet(tmp_path / "qc.parquet")
+    kept = gated["Metadata_Gate_in_focus"]
+    assert 0.8 * len(gated) < kept.sum() < len(gated)
+    assert not (kept & ~gated["Metadata_Gate_single"]).any()
+    assert not (gated["Metadata_Gate_single"] & ~gated["Metadata_Gate_cells"]).any()
+
+    ratio_min = text.split('gating:min="')[2].split('"')[0]  # the second gate's: single
+    (tmp_path / "strict.xml").write_text(text.replace(f'gating:min="{ratio_min}"', 'gating:min="0.9"'))
+    assert (
+        ifcml("gate", jurkat_table, "--gates", tmp_path / "strict.xml", "--out", tmp_path / "strict.parquet")[
+            0
+        ]
+        == 0
+    )
+    strict = pd.read_parquet(tmp_path / "strict.parquet")
+    assert strict["Metadata_Gate_single"].sum() < gated["Metadata_Gate_single"].sum()
+    assert ifcml("qc", jurkat_table, "--out", tmp_path / "qc.xml")[0] == 2  # never replaced silently
+
+
+def test_plots_draw_every_gate_with_cells_inside_and_just_outside(jurkat_table, tmp_path, ifcml):
+    strategy = tmp_path / "strategy.xml"
+    strategy.write_text(every_kind_of_gate(pd.read_parquet(jurkat_table)))
+    plots = tmp_path / "plots"
+    code, printed, err = ifcml(
+        "gate", jurkat_table, "--gates", strategy, "--out", tmp_path / "g.parquet",
+        "--plots", plots, "--store", jurkat_table.parent / "store",
+    )  # fmt: skip
+    assert code == 0, err
+    page = (plots / "index.html").read_text()
+    for name in ["Cells", "Round", "Bright", "DNAhi_BFhi", "DNAlo_BFlo", "RoundDim"]:
+        assert f"<h2>{name} " in page
+    drawn = sorted(p.name for p in plots.glob("*.png"))
+    assert len([p for p in drawn if not p.endswith("_cells.png")]) == 7  # every gate but the Boolean one
+    assert len([p for p in drawn if p.endswith("_cells.png")]) == 8
+    for name in drawn:
+        assert f'src="{name}"' in page
+
+
+def test_cells_just_outside_a_gate_are_in_its_parent_and_nearest_to_it():
+    from ifcml.gating.plots import EXAMPLES, _examples
+
+    rng = np.random.default_rng(1)
+    coordinates = rng.normal(size=(500, 2))
+    in_parent = coordinates[:, 1] > -1.5
+    inside = in_parent & (coordinates[:, 0] < 0)
+    shown = _examples(coordinates, in_parent, inside)
+    assert len(shown["inside"]) == len(shown["just outside"]) == EXAMPLES
+    assert inside[shown["inside"]].all()
+    outside = shown["just outside"]
+    assert (in_parent & ~inside)[outside].all()
+    assert coordinates[outside, 0].max() < np.sort(coordinates[in_parent & ~inside, 0])[EXAMPLES * 3]

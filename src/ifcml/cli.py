@@ -355,8 +355,16 @@ def gate_command(
     sample: Annotated[
         str | None, typer.Option(help="The workspace sample whose gates apply (.wsp only).")
     ] = None,
+    plots: Annotated[
+        Path | None, typer.Option(help="Folder for each gate's plot and example cells, and index.html.")
+    ] = None,
+    store: Annotated[
+        Path | None, typer.Option(help="The CellStore a table was measured from: example cells for --plots.")
+    ] = None,
     workers: Annotated[int, typer.Option(min=1, help="Local processes, to measure a CellStore.")] = 1,
-    overwrite: Annotated[bool, typer.Option(help="Replace an existing table at --out.")] = False,
+    overwrite: Annotated[
+        bool, typer.Option(help="Replace an existing table at --out (and --plots).")
+    ] = False,
 ) -> None:
     """Apply a gating strategy (through FlowKit): a Metadata_Gate_<gate> column per population,
     counted in that gate and all its ancestors, and labels from chosen populations."""
@@ -371,6 +379,8 @@ def gate_command(
             out,
             label_gates=names,
             sample=sample,
+            plots=plots,
+            images=store,
             overwrite=overwrite,
             workers=workers,
             on_cells=progress,
@@ -386,6 +396,43 @@ def gate_command(
             highlight=False,
         )
     console.print(f"wrote {out} ({len(run.strategy.populations)} gate columns)", highlight=False)
+    if plots is not None:
+        console.print(f"gate plots: {plots / 'index.html'}", highlight=False)
+
+
+@app.command("qc")
+def qc_command(
+    table: Annotated[
+        Path, typer.Argument(help="A cells table (ifcml features), or a CellStore to measure first.")
+    ],
+    out: Annotated[Path, typer.Option("--out", "-o", help="The GatingML 2.0 strategy to write (.xml).")],
+    focus_channel: Annotated[str, typer.Option(help="The channel whose gradient RMS says focus.")] = "BF",
+    mads: Annotated[
+        float, typer.Option(min=0.5, help="Gate limits: median +/- this many scaled MADs.")
+    ] = 3.0,
+    workers: Annotated[int, typer.Option(min=1, help="Local processes, to measure a CellStore.")] = 1,
+    overwrite: Annotated[bool, typer.Option(help="Replace a QC strategy ifcml wrote at --out.")] = False,
+) -> None:
+    """Write the ready-made quality strategy (not debris, single cells, in focus) with thresholds
+    from these cells; apply it with `ifcml gate --gates OUT`, edit it to override."""
+    from ifcml.gating.run import qc_file
+
+    measuring = cell_progress(None, "measure") if is_store(table) else nullcontext()
+    with measuring as progress:
+        thresholds = qc_file(
+            table,
+            out,
+            focus_channel=focus_channel,
+            mads=mads,
+            overwrite=overwrite,
+            workers=workers,
+            on_cells=progress,
+        )
+    shown = Table("gate", "column", "from", "below")
+    for t in thresholds:
+        shown.add_row(t.gate, t.column, f"{t.low:.4g}", "-" if t.high is None else f"{t.high:.4g}")
+    console.print(shown)
+    console.print(f"wrote {out}", highlight=False)
 
 
 @app.command("fcs")

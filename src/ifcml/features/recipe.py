@@ -79,6 +79,12 @@ class Correlation(_Strict):
     threshold_percent: int = Field(15, ge=0, le=100)
 
 
+class Quality(_Strict):
+    """ifcml's own focus and shape-quality measurements (:mod:`ifcml.features.quality`)."""
+
+    enabled: bool = True
+
+
 class Measurements(_Strict):
     sizeshape: SizeShape = SizeShape()
     intensity: Intensity = Intensity()
@@ -86,6 +92,7 @@ class Measurements(_Strict):
     granularity: Granularity = Granularity()
     radial_distribution: RadialDistribution = RadialDistribution()
     correlation: Correlation = Correlation()
+    quality: Quality = Quality()
 
 
 class Normalisation(_Strict):

@@ -28,6 +28,7 @@ from ifcml import __version__
 from ifcml.errors import InputError, StoreError
 from ifcml.executors import executor
 from ifcml.features.objects import cell_objects, check_objects
+from ifcml.features.quality import quality_columns
 from ifcml.features.recipe import Recipe
 from ifcml.io.store import CellStore
 from ifcml.outputs import is_ifcml_table, writing
@@ -115,6 +116,8 @@ def measure_images(
     else:
         from ifcml.features.measure import measure_cells
     columns = measure_cells(images, channels, cells, expanded, recipe)
+    if recipe.measurements.quality.enabled:  # ifcml's own family, the same for either engine
+        columns |= quality_columns(images, sizes, channels, cells)
     failed = pd.DataFrame({FAILED: ~cells.reshape(len(cells), -1).any(axis=1)})
     return pd.concat([failed, pd.DataFrame(columns, index=failed.index)], axis=1)
 

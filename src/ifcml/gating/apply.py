@@ -74,7 +74,7 @@ def counts(members: pd.DataFrame, strategy: Strategy) -> pd.DataFrame:
     rows = []
     for population in strategy.populations:
         count = int(members[population.column].sum())
-        parent = _parent(population, strategy)
+        parent = parent_of(population, strategy)
         parent_count = total if parent is None else int(members[parent.column].sum())
         rows.append(
             [
@@ -88,7 +88,7 @@ def counts(members: pd.DataFrame, strategy: Strategy) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=COUNT_COLUMNS)
 
 
-def _parent(population: Population, strategy: Strategy) -> Population | None:
+def parent_of(population: Population, strategy: Strategy) -> Population | None:
     """The population a gate's cells are counted in (None: all cells)."""
     for candidate in strategy.populations:
         if (*candidate.path, candidate.name) == population.path:

@@ -1,5 +1,6 @@
-"""`ifcml gate` as a library call: read a table (measuring a CellStore first), gate it, write
-the gated table atomically, keeping the table's provenance."""
+"""`ifcml gate` and `ifcml qc` as library calls: read a table (measuring a CellStore first),
+gate it or derive the QC strategy from it, and write the result atomically, keeping the
+table's provenance."""
 
 from __future__ import annotations
 
@@ -15,6 +16,8 @@ import pyarrow.parquet as pq
 from ifcml.errors import InputError
 from ifcml.features.table import read_features, table_manifest, write_features
 from ifcml.gating.apply import Labelled, counts, gated_table, label_from, membership, warn_empty
+from ifcml.gating.plots import draw_gates
+from ifcml.gating.qc import Threshold, qc_thresholds, write_qc_strategy
 from ifcml.gating.strategy import Strategy, load_strategy
 from ifcml.io.store import CellStore, is_store
 from ifcml.outputs import is_ifcml_table, replace_atomically, writing
@@ -37,12 +40,18 @@ def gate_file(
     *,
     label_gates: Sequence[str] = (),
     sample: str | None = None,
+    plots: Path | None = None,
+    images: Path | None = None,
     overwrite: bool = False,
     workers: int = 1,
     on_cells: Callable[[int], None] | None = None,
 ) -> GateRun:
-    """Gate ``source`` (a cells table, or a CellStore measured first) with ``gates`` into ``out``."""
+    """Gate ``source`` (a cells table, or a CellStore measured first) with ``gates`` into ``out``;
+    with ``plots``, draw each gate there, with example cells from ``images`` (a CellStore; by
+    default ``source`` when it is one)."""
     strategy = load_strategy(gates, sample)
+    if plots is not None and plots.exists() and any(plots.iterdir()) and not overwrite:
+        raise InputError(f"--plots {plots}: already holds files; choose another folder or pass --overwrite")
     with writing(out, overwrite, is_ifcml_table, "an ifcml cells table"):
         table_path = _measured(source, out, workers, on_cells) if is_store(source) else source
         table = read_features(table_path)
@@ -51,7 +60,43 @@ def gate_file(
         warn_empty(members, strategy, str(table_path))
         gated = gated_table(table, members, labelled)
         replace_atomically(out, lambda tmp: _write_table(gated, table_path, strategy, tmp))
+    if plots is not None:
+        store = _images_of(table_path, images or (source if is_store(source) else None))
+        draw_gates(table, members, strategy, plots, store)
     return GateRun(strategy, counts(members, strategy), labelled, table_path)
+
+
+def _images_of(table: Path, store_path: Path | None) -> CellStore | None:
+    """The store whose cells the table measured (checked by its images' hash)."""
+    if store_path is None:
+        return None
+    store = CellStore(store_path)
+    if table_manifest(table).get("store_images_sha256") != store.meta["images_sha256"]:
+        raise InputError(f"--store {store_path}: not the store {table} was measured from")
+    return store
+
+
+def qc_file(
+    source: Path,
+    out: Path,
+    *,
+    focus_channel: str = "BF",
+    mads: float = 3.0,
+    overwrite: bool = False,
+    workers: int = 1,
+    on_cells: Callable[[int], None] | None = None,
+) -> list[Threshold]:
+    """Write the ready-made QC strategy with thresholds from ``source``'s cells (see
+    :mod:`ifcml.gating.qc`)."""
+    with writing(out, overwrite, _is_qc_strategy, "a QC strategy ifcml wrote"):
+        table = read_features(_measured(source, out, workers, on_cells) if is_store(source) else source)
+        thresholds = qc_thresholds(table, focus_channel, mads)
+        replace_atomically(out, lambda tmp: write_qc_strategy(thresholds, tmp, mads, len(table)))
+    return thresholds
+
+
+def _is_qc_strategy(path: Path) -> bool:
+    return path.is_file() and "<!-- ifcml qc:" in path.read_text(errors="replace")[:2000]
 
 
 def _measured(store_path: Path, out: Path, workers: int, on_cells) -> Path:

@@ -27,9 +27,10 @@ class StrategyError(InputError):
 class Population:
     """One gate's population: the cells in that gate and all its ancestors."""
 
-    name: str  # the gate's id in the file
+    name: str  # the gate's id in the file (a quadrant's own id)
     path: tuple[str, ...]  # its ancestors, from FlowKit's "root"
     column: str  # the boolean column ifcml writes
+    gate: str  # the gate that draws it: itself, or a quadrant's quadrant gate
 
     @property
     def parent(self) -> str:
@@ -157,15 +158,15 @@ def _populations(gating) -> tuple[Population, ...]:
     for name, path in _gates(gating):
         gate = gating.get_gate(name, path)
         if isinstance(gate, fk_gates.QuadrantGate):
-            found += [(quadrant, path) for quadrant in gate.quadrants]
+            found += [(quadrant, path, name) for quadrant in gate.quadrants]
         else:
-            found.append((name, path))
-    names = [name for name, _ in found]
+            found.append((name, path, name))
+    names = [name for name, _, _ in found]
     return tuple(
         Population(
-            name, path, GATE_PREFIX + (name if names.count(name) == 1 else "/".join((*path[1:], name)))
+            name, path, GATE_PREFIX + (name if names.count(name) == 1 else "/".join((*path[1:], name))), gate
         )
-        for name, path in found
+        for name, path, gate in found
     )
 
 
