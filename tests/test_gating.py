@@ -347,3 +347,54 @@ def test_cells_just_outside_a_gate_are_in_its_parent_and_nearest_to_it():
     outside = shown["just outside"]
     assert (in_parent & ~inside)[outside].all()
     assert coordinates[outside, 0].max() < np.sort(coordinates[in_parent & ~inside, 0])[EXAMPLES * 3]
+
+
+def test_the_shipped_panel_gates_simulated_stained_channels_into_the_true_classes(tmp_path, ifcml):
+    """The paper's ground truth by gating: DAPI, CD19, CD45 (compensated for the simulator's
+    spillover) name leukemic, normal and other cells as the simulation made them."""
+    from ifcml.io.store import write_store
+    from ifcml.simulate import PAPER_CHANNELS, SimulatedSource, SimulationSettings
+
+    settings = SimulationSettings(patients=2, timepoints=("day0", "day15"), cells_per_sample=150)
+    store = write_store([SimulatedSource(settings)], tmp_path / "store")
+    assert set(store.channels) == set(PAPER_CHANNELS.values())
+    intensities = Measurements.model_validate(
+        {
+            f: {"enabled": False}
+            for f in ("sizeshape", "texture", "granularity", "radial_distribution", "correlation")
+        }
+    )
+    table = write_features(store.path, tmp_path / "cells.parquet", recipe=Recipe(measurements=intensities))
+    panel = Path(__file__).resolve().parents[1] / "gates" / "simulated_panel.xml"
+    code, printed, err = ifcml(
+        "gate",
+        table,
+        "--gates",
+        panel,
+        "--out",
+        tmp_path / "labelled.parquet",
+        "--label-gates",
+        "leukemic,normal,other",
+    )
+    assert code == 0, err
+    labelled = pd.read_parquet(tmp_path / "labelled.parquet")
+    truth, gated = labelled["Metadata_label_source"], labelled["Metadata_label"]
+    assert (gated == truth).mean() > 0.95
+    for name in ("leukemic", "normal", "other"):
+        assert ((gated == name) & (truth == name)).sum() > 0.9 * (truth == name).sum(), name
+
+
+def test_a_simulated_channel_is_the_same_whichever_channels_are_rendered():
+    """Spillover sources are drawn for a channel even when they are not asked for."""
+    from ifcml.simulate import SimulatedSource, SimulationSettings
+
+    def first_chunk(channels):
+        settings = SimulationSettings(
+            patients=1, timepoints=("day0",), cells_per_sample=20, channels=channels
+        )
+        return next(SimulatedSource(settings).chunks(20)).images
+
+    alone = first_chunk({4: "CD34"})
+    together = first_chunk({1: "BF", 3: "CD10", 4: "CD34"})
+    for one, many in zip(alone, together, strict=True):
+        np.testing.assert_array_equal(one[0], many[2])

@@ -768,12 +768,19 @@ def _print_samples(samples: pd.DataFrame) -> None:
                 [
                     f"{row['instance']}: {positive} {head}",
                     *parts,
-                    f"{row['classified']}/{row['cells']} cells classified",
+                    _classified(row),
                     verdict,
                 ]
             ),  # fmt: skip
             highlight=False,
         )
+
+
+def _classified(row: pd.Series) -> str:
+    if "kept" not in row:
+        return f"{row['classified']}/{row['cells']} cells classified"
+    removed = row["cells"] - row["kept"]
+    return f"{row['classified']}/{row['kept']} kept cells classified ({removed} removed by the gates)"
 
 
 def _shown(value) -> str:

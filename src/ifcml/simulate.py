@@ -39,6 +39,15 @@ PAPER_CHANNELS: dict[int, str] = {
     12: "CD45",
 }
 LABEL_FREE = ("BF", "DF")
+#: Light of one stain reaching a neighbouring camera channel (receiving channel: {emitting
+#: channel: fraction}), as on the instrument; a compensation matrix with these coefficients
+#: undoes it (gates/simulated_panel.xml carries it).
+SPILLOVER: dict[str, dict[str, float]] = {
+    "CD10": {"CD34": 0.05},
+    "CD34": {"CD10": 0.15},
+    "CD19": {"CD45": 0.05},
+    "CD45": {"CD19": 0.10},
+}
 CLASSES = ("leukemic", "normal", "other")
 _OTHER_KINDS = ("granulocyte", "monocyte", "dead")
 RENDER_BLOCK = 64
@@ -280,17 +289,22 @@ def _render(
     """Render cells of the given kinds, vectorised over the batch.
 
     Each paper channel draws from its own child generator, so a channel's pixels do not depend
-    on which other channels are rendered.
+    on which other channels are rendered (a channel's spillover sources are always drawn).
     """
     channel_rngs = dict(zip(PAPER_CHANNELS.values(), rng.spawn(len(PAPER_CHANNELS)), strict=True))
     n = len(kinds)
     heights = rng.integers(size_range[0], size_range[1] + 1, n)
     widths = rng.integers(size_range[0], size_range[1] + 1, n)
     cells = _draw_cells([_TYPES[k] for k in kinds], heights, widths, size_range[1], rng)
+    drawn = [
+        c for c in PAPER_CHANNELS.values() if c in channels.values() or _spills_into(c, channels.values())
+    ]
+    emitted = {name: _PLANES.get(name, _marker)(cells, acq, name, channel_rngs[name]) for name in drawn}
     planes = []
     for name in channels.values():
+        plane, noise_sd = emitted[name]
+        plane = plane + sum(share * emitted[source][0] for source, share in SPILLOVER.get(name, {}).items())
         plane_rng = channel_rngs[name]
-        plane, noise_sd = _PLANES.get(name, _marker)(cells, acq, name, plane_rng)
         if acq.focus > 0.05:
             plane = ndimage.gaussian_filter(plane, (0, acq.focus, acq.focus))
         plane = acq.gain * plane + plane_rng.normal(0, noise_sd, plane.shape)
@@ -301,6 +315,10 @@ def _render(
         np.repeat(cells.mask[i : i + 1, : heights[i], : widths[i]], len(channels), axis=0) for i in range(n)
     ]
     return images, masks
+
+
+def _spills_into(source: str, receivers) -> bool:
+    return any(source in SPILLOVER.get(receiver, {}) for receiver in receivers)
 
 
 def _draw_cells(

@@ -12,6 +12,12 @@ fraction is also corrected for the classifier's errors (:mod:`ifcml.readout`: ad
 classify-and-count, probabilistic where the model has probabilities) with a 95 % interval, and
 the 25 % and 10 % calls are taken on that interval: above, below or undecided.
 
+A model whose experiment gated its cells (``data.gates``, e.g. the QC strategy) gates new
+cells the same way: ``cells.csv`` gets a ``gate_<name>`` column per gate on the way to each
+kept population, and the readout counts the kept cells only (as the paper counted in-focus
+single cells); ``samples.csv`` says how many cells each gate removed (``removed_by_<gate>``)
+and how many were ``kept``.
+
 A sample with fewer classified cells than ``min_cells`` gets no call (an empty cell in the
 CSV) and its reason in ``no_call``, never False: with 100 cells the 95 % binomial interval of a
 25 % fraction is already 17-34 %, and a sample whose cells were not found is not a negative.
@@ -24,13 +30,14 @@ import re
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 
 from ifcml.deploy.model_folder import check_exported
 from ifcml.errors import InputError
+from ifcml.gating.steps import GATE_COLUMN, Gating, gate_store, removed_by_gate
 from ifcml.io.store import CellStore
 from ifcml.outputs import claimed
 from ifcml.readout import CUTOFFS, ErrorRates, estimate
@@ -48,6 +55,7 @@ class ModelCard:
     positive: str | None
     summary: str
     rates: ErrorRates | None = None  # the design's held-out error rates for ``positive``
+    gatings: list[Gating] = field(default_factory=list)  # gates applied before the readout
 
 
 def model_card(model_dir: Path) -> ModelCard:
@@ -63,7 +71,12 @@ def model_card(model_dir: Path) -> ModelCard:
     rates = (
         ErrorRates.from_dict(readout) if positive and readout and readout["positive"] == positive else None
     )
-    return ModelCard(list(meta["classes"]), list(meta["inputs"]["channels"]), positive, summary, rates)
+    gatings = [Gating.from_dict(g) for g in meta["inputs"].get("gates", [])]
+    if gatings:
+        summary += f"; gates {', '.join(f'{g.file_name}:{g.keep}' for g in gatings)}"
+    return ModelCard(
+        list(meta["classes"]), list(meta["inputs"]["channels"]), positive, summary, rates, gatings
+    )
 
 
 @contextmanager
@@ -132,7 +145,13 @@ def _predict_into(
     from ifcml.deploy.pyfunc import open_exported  # mlflow: seconds to import
 
     classifier = open_exported(model_dir)
-    cells = pd.concat([classifier.predict_store(s, workers, on_cells) for s in stores], ignore_index=True)
+    parts = []
+    for store in stores:
+        predicted = classifier.predict_store(store, workers, on_cells)
+        if card.gatings:
+            predicted = pd.concat([predicted, gate_store(store, card.gatings, workers)], axis=1)
+        parts.append(predicted)
+    cells = pd.concat(parts, ignore_index=True)
     if cells["label"].isna().all():
         cells = cells.drop(columns=["label"])
     samples = sample_readout(cells, card, min_cells)
@@ -147,9 +166,15 @@ def _predict_into(
 def sample_readout(cells: pd.DataFrame, card: ModelCard, min_cells: int = MIN_CELLS) -> pd.DataFrame:
     """One row per instance (see the module docstring)."""
     rows = []
+    gates = [c for c in cells.columns if c.startswith(GATE_COLUMN)]
     for k, (instance, part) in enumerate(cells.groupby("instance", sort=True)):
+        row = {"instance": instance, "cells": len(part)}
+        if gates:  # the readout counts the cells every gate kept
+            row |= removed_by_gate(part[gates])
+            part = part[part[gates].all(axis=1)]
+            row["kept"] = len(part)
         classified = part[part["predicted"].notna()]
-        row = {"instance": instance, "cells": len(part), "classified": len(classified)}
+        row["classified"] = len(classified)
         for name in card.classes:
             row[f"fraction_{name}"] = _share(classified["predicted"] == name)
         if "label" in part and part["label"].notna().any():

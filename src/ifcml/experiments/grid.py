@@ -34,7 +34,7 @@ from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
 from ifcml.errors import InputError
 from ifcml.executors import executor
-from ifcml.experiments.evaluate import LABEL, Evaluation
+from ifcml.experiments.evaluate import CELL, LABEL, Evaluation
 from ifcml.experiments.mlflow_store import connect, search_all
 from ifcml.experiments.run import Prepared, check_positive, prepare, run_name, run_params, run_tags
 from ifcml.experiments.spec import ExperimentSpec
@@ -48,6 +48,8 @@ from ifcml.experiments.tracking import (
     read_fold,
     use_experiment,
 )
+from ifcml.gating.steps import Gating, chain_membership, resolve
+from ifcml.gating.steps import digest as gating_digest
 from ifcml.models.network_spec import NetworkSpec
 
 FINAL = "final"
@@ -181,16 +183,19 @@ def prepare_data(
     data = spec.data
     models = spec.model_specs()
     classical = [m for m in models if not isinstance(m, NetworkSpec)]
-    if classical and data.features is None:
-        raise InputError(f"experiment {spec.name}: data.features is needed for {classical[0].name}")
+    measured = bool(classical or data.gates)  # gates read the feature table, whatever the models
+    if measured and data.features is None:
+        needs = classical[0].name if classical else "data.gates"
+        raise InputError(f"experiment {spec.name}: data.features is needed for {needs}")
 
     def features_missing() -> bool:
-        return bool(classical) and not data.features.exists()
+        return measured and not data.features.exists()
 
     def store_missing() -> bool:
         return (len(classical) < len(models) or features_missing()) and not is_store(data.store)
 
     if not (store_missing() or features_missing()):
+        _gatings(spec.model_dump_json())  # derives the qc strategy beside the table, once
         return
     # two grids of one spec at once: one makes the data, the other waits and then finds it made
     with claimed(data.store.with_name(f"{data.store.name}.prepare"), wait=True):
@@ -218,6 +223,7 @@ def prepare_data(
                 resume=True,
                 on_cells=on_cells,
             )
+    _gatings(spec.model_dump_json())
 
 
 def run_task(task: Task) -> str | None:
@@ -289,10 +295,39 @@ def _prepared_once(spec_json: str, model: int, channel_set: str) -> Prepared:
     path = data.store if isinstance(model_spec, NetworkSpec) else data.features
     if path is None:
         raise InputError(f"experiment {spec.name}: data.features is needed for {model_spec.name}")
-    prepared = prepare(path, model_spec, spec.channel_sets[channel_set], lambda t: data.relabel(t, LABEL))
+    gatings = _gatings(spec_json)
+    kept = _kept_ids(spec_json) if gatings else None
+
+    def relabel(table):
+        table = data.relabel(table, LABEL)
+        return table if kept is None else table[table[CELL].isin(kept)]
+
+    prepared = prepare(path, model_spec, spec.channel_sets[channel_set], relabel)
     if prepared.table[LABEL].nunique() < 2:
-        raise InputError(f"{path}: fewer than two labels left after data.merge / data.labels")
-    return prepared
+        raise InputError(f"{path}: fewer than two labels left after data.merge / data.labels / data.gates")
+    if not gatings:
+        return prepared
+    inputs = None if prepared.inputs is None else {**prepared.inputs, "gates": [g.to_dict() for g in gatings]}
+    params = {**prepared.params, "gates": ", ".join(f"{g.file_name}:{g.keep}" for g in gatings)}
+    digest = f"{prepared.digest}-gates-{gating_digest(gatings)}"
+    return replace(prepared, inputs=inputs, params=params, digest=digest)
+
+
+@lru_cache(maxsize=4)
+def _gatings(spec_json: str) -> list[Gating]:
+    spec = ExperimentSpec.model_validate_json(spec_json)
+    return resolve(spec.data.gates, spec.data.features) if spec.data.gates else []
+
+
+@lru_cache(maxsize=4)
+def _kept_ids(spec_json: str) -> frozenset[int]:
+    """The cells every gate of the spec keeps, by cell id (from the feature table)."""
+    from ifcml.features.table import read_features
+
+    features = ExperimentSpec.model_validate_json(spec_json).data.features
+    table = read_features(features)
+    kept = chain_membership(table, _gatings(spec_json), str(features)).all(axis=1).to_numpy()
+    return frozenset(table[CELL].to_numpy()[kept].tolist())
 
 
 def _key(spec: ExperimentSpec, prepared: Prepared, channel_set: str) -> str:

@@ -36,6 +36,14 @@ class Ingest(_Strict):
     grid: str | None = None  # montages: ROWSxCOLS
 
 
+class GateStep(_Strict):
+    """A gating strategy applied before training and in ``predict`` (see :mod:`ifcml.gating.steps`)."""
+
+    strategy: str  # a GatingML (.xml) or FlowJo workspace (.wsp) path, or "qc" (ifcml's, from the data)
+    keep: str  # the population whose cells are kept, e.g. in_focus
+    sample: str | None = None  # a workspace's sample whose gates apply
+
+
 class Data(_Strict):
     store: Path
     ingest: Ingest | None = None
@@ -43,6 +51,7 @@ class Data(_Strict):
     recipe: Path | None = None  # feature recipe (default: features/default.yaml's settings)
     labels: list[str] | None = None  # keep only these labels (after merging)
     merge: dict[str, list[str]] = {}  # new label -> the labels it replaces, e.g. M: [Prophase, ...]
+    gates: list[GateStep] = []  # strategies whose kept cells alone are trained on and read out
 
     @model_validator(mode="after")
     def _merge_once(self):

@@ -1,0 +1,166 @@
+"""Gates an experiment applies before training, and its exported models before their readout.
+
+A spec's ``data.gates`` names strategies (a GatingML file, a FlowJo workspace, or ``qc``: the
+ready-made QC strategy with thresholds from the spec's own feature table, written once beside
+it) and the population of each whose cells are kept. Training sees only kept cells; the
+strategy's text travels with every design into the exported model, so ``ifcml predict``
+measures what the gates read, applies the same gates and reads out the kept cells only, saying
+how many cells each gate removed, as the paper counted its readout on in-focus single cells.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import tempfile
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ifcml.features.recipe import Recipe
+from ifcml.gating.apply import membership, parent_of
+from ifcml.gating.qc import write_qc_strategy
+from ifcml.gating.strategy import Population, Strategy, StrategyError, load_strategy
+
+QC = "qc"
+GATE_COLUMN = "gate_"  # cells.csv: in that gate (and its ancestors)
+REMOVED_PREFIX = "removed_by_"  # samples.csv: cells each gate removed
+# a feature column's category (Object_Category_...) -> the recipe's measurement family
+FAMILIES = {
+    "AreaShape": "sizeshape",
+    "Intensity": "intensity",
+    "Texture": "texture",
+    "Granularity": "granularity",
+    "RadialDistribution": "radial_distribution",
+    "Correlation": "correlation",
+    "Quality": "quality",
+}
+
+
+@dataclass(frozen=True)
+class Gating:
+    """One resolved gate step: a strategy's text (it travels with models) and the kept population."""
+
+    file_name: str
+    text: str
+    keep: str
+    sample: str | None = None
+
+    @cached_property
+    def strategy(self) -> Strategy:
+        with tempfile.TemporaryDirectory(prefix="ifcml-gates-") as folder:
+            path = Path(folder) / self.file_name
+            path.write_text(self.text)
+            strategy = load_strategy(path, self.sample)
+        strategy.population(self.keep)  # a kept population the strategy lacks fails here
+        return strategy
+
+    @property
+    def chain(self) -> list[Population]:
+        """The kept population and its ancestors, outermost first."""
+        chain, population = [], self.strategy.population(self.keep)
+        while population is not None:
+            chain.insert(0, population)
+            population = parent_of(population, self.strategy)
+        return chain
+
+    def to_dict(self) -> dict:
+        return {"file_name": self.file_name, "text": self.text, "keep": self.keep, "sample": self.sample}
+
+    @classmethod
+    def from_dict(cls, given: dict) -> Gating:
+        return cls(given["file_name"], given["text"], given["keep"], given.get("sample"))
+
+
+def resolve(steps, features: Path | None) -> list[Gating]:
+    """The spec's gate steps as texts; ``qc`` is derived from ``features`` once and kept beside
+    it as ``<features>.qc.xml`` (an edit there overrides the thresholds)."""
+    resolved = []
+    for step in steps:
+        if step.strategy == QC:
+            if features is None:
+                raise StrategyError(
+                    "data.gates: the qc strategy is set from data.features, which is not given"
+                )
+            path = features.with_name(f"{features.stem}.qc.xml")
+            if not path.exists():
+                _write_qc(features, path)
+        else:
+            path = Path(step.strategy)
+        if not path.is_file():
+            raise StrategyError(f"data.gates: {path}: no such gating strategy file")
+        resolved.append(Gating(path.name, path.read_text(), step.keep, step.sample))
+    return resolved
+
+
+def _write_qc(features: Path, path: Path) -> None:
+    from ifcml.features.table import read_features
+    from ifcml.gating.qc import qc_thresholds
+    from ifcml.outputs import claimed, replace_atomically
+
+    with claimed(path, wait=True):
+        if path.exists():  # another grid wrote it while this one waited
+            return
+        table = read_features(features)
+        thresholds = qc_thresholds(table)
+        replace_atomically(path, lambda tmp: write_qc_strategy(thresholds, tmp, 3.0, len(table)))
+
+
+def chain_membership(table: pd.DataFrame, gatings: list[Gating], table_name: str) -> pd.DataFrame:
+    """``gate_<name>``: one boolean column per population on the way to each kept population,
+    outermost first (a cell is kept when it is in all of them)."""
+    columns = {}
+    for gating in gatings:
+        members = membership(table, gating.strategy, table_name)
+        for population in gating.chain:
+            columns[GATE_COLUMN + population.name] = members[population.column].to_numpy()
+    return pd.DataFrame(columns, index=table.index)
+
+
+def removed_by_gate(chain: pd.DataFrame) -> dict[str, int]:
+    """``removed_by_<gate>``: the cells each gate removed of those every earlier gate kept."""
+    kept = np.ones(len(chain), bool)
+    removed = {}
+    for column in chain.columns:
+        inside = kept & chain[column].to_numpy(bool)
+        removed[REMOVED_PREFIX + column.removeprefix(GATE_COLUMN)] = int((kept & ~inside).sum())
+        kept = inside
+    return removed
+
+
+def gate_store(store, gatings: list[Gating], workers: int = 1) -> pd.DataFrame:
+    """:func:`chain_membership` of every cell of a new sample's ``store``, in store order:
+    what the gates read is measured first (only those measurement families)."""
+    from ifcml.features.table import read_features, write_features
+
+    with tempfile.TemporaryDirectory(prefix="ifcml-gates-") as folder:
+        table = read_features(
+            write_features(
+                store.path, Path(folder) / "gates.parquet", recipe=recipe_for(gatings), workers=workers
+            )
+        )
+    return chain_membership(table, gatings, str(store.path)).reset_index(drop=True)
+
+
+def digest(gatings: list[Gating]) -> str:
+    """Names the gates a design's cells went through (part of its key)."""
+    text = "\n".join(f"{g.file_name}\n{g.keep}\n{g.sample}\n{g.text}" for g in gatings)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def recipe_for(gatings: list[Gating], base: Recipe | None = None) -> Recipe:
+    """The measurement families the gates read (``base``'s settings otherwise): what a model
+    that measures nothing else (a network) has to measure of new cells to gate them."""
+    columns = {c for g in gatings for c in g.strategy.dimensions}
+    needed = {FAMILIES.get(c.split("_")[1]) for c in columns if c.count("_") >= 2}
+    base = base or Recipe()
+    measurements = {
+        name: {**getattr(base.measurements, name).model_dump(), "enabled": name in needed}
+        for name in type(base.measurements).model_fields
+    }
+    shape = measurements["sizeshape"]
+    shape["zernike_degree"] = shape["zernike_degree"] if any("Zernike" in c for c in columns) else 0
+    shape["feret"] = shape["feret"] and any("Feret" in c for c in columns)
+    return base.model_copy(update={"measurements": type(base.measurements).model_validate(measurements)})
