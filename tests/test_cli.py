@@ -7,7 +7,7 @@ import json
 import pandas as pd
 import pytest
 
-VERBS = ("ingest", "info", "simulate", "demo")
+VERBS = ("ingest", "info", "simulate", "demo", "gate", "qc", "fcs")
 
 
 def test_help_lists_every_verb(ifcml):
@@ -38,6 +38,8 @@ def test_demo_runs_and_a_second_run_reuses_finished_steps(ifcml, tmp_path):
     assert "3600 cells" in first and "P04_day33" in first
     assert "grid demo: 195 task(s) run, 0 already finished, 0 failed" in first  # 5 models x 3 sizes
     assert "CONFOUNDED" not in err  # a designed experiment: samples are the acquisitions
+    assert "labels from simulated_panel.xml:" in first and "agree with the store's labels for 9" in first
+    assert "gates store.gating.qc.xml:in_focus keep" in first  # the paper's ground truth and QC
     summary = json.loads(ifcml("info", out / "store", "--json")[1])
     assert summary["n_cells"] == 3600 and len(summary["counts"]) == 12
     assert summary["channels"] == ["BF", "CD10", "CD34", "DF", "DAPI", "CD19", "CD45"]
@@ -53,6 +55,8 @@ def test_demo_runs_and_a_second_run_reuses_finished_steps(ifcml, tmp_path):
     assert f"balanced_accuracy {exported:.3f}" in first and (out / "model" / "MLmodel").is_file()
     readout = pd.read_csv(out / "predictions" / "samples.csv")
     assert len(readout) == 6 and readout["instance"].str.startswith("new_P0").all()  # unseen patients
+    removed = readout[["removed_by_cells", "removed_by_single", "removed_by_in_focus"]].sum(axis=1)
+    assert (readout["kept"] == readout["cells"] - removed).all() and removed.sum() > 0  # read out on QC cells
     error = (readout["leukemic_fraction"] - readout["reference_fraction_leukemic"]).abs()
     assert error.max() < 0.1, readout  # the exported model's readout on new patients
     assert (readout["leukemic_at_or_above_25pct"] == (readout["leukemic_fraction"] >= 0.25)).all()

@@ -4,6 +4,7 @@ only, and its exported model gates new cells the same way before reading them ou
 from __future__ import annotations
 
 import shutil
+from pathlib import Path
 
 import mlflow
 import numpy as np
@@ -76,3 +77,45 @@ def test_a_gated_experiment_trains_and_reads_out_the_kept_cells_only(tmp_path, s
     for instance, part in cells[in_qc].groupby("instance"):
         row = samples.set_index("instance").loc[instance]
         assert row["fraction_leukemic"] == (part["predicted"] == "leukemic").mean()
+
+
+def test_labels_from_gates_on_stained_channels_replace_the_stores_labels(tmp_path):
+    """The paper's ground truth: the shipped panel gates the simulated stains into classes;
+    label-free designs (classical and network) train on those labels, measured once beside the
+    store with only what the gates read."""
+    from ifcml.io.store import write_store
+    from ifcml.simulate import SimulatedSource, SimulationSettings
+
+    settings = SimulationSettings(patients=2, timepoints=("day0", "day15"), cells_per_sample=60)
+    source = SimulatedSource(settings)
+    store = write_store([source], tmp_path / "store", samples=source.samples)
+    panel = Path(__file__).resolve().parents[1] / "gates" / "simulated_panel.xml"
+    spec_path = tmp_path / "paper.yaml"
+    spec_path.write_text(
+        yaml.safe_dump(
+            {
+                "name": "paper",
+                "data": {
+                    "store": str(store.path),
+                    "features": str(tmp_path / "features.parquet"),
+                    "labels_from": {"strategy": str(panel), "gates": ["leukemic", "normal", "other"]},
+                    "gates": [{"strategy": "qc", "keep": "in_focus"}],
+                },
+                "models": ["naive_bayes", "compact_cnn"],
+                "channel_sets": {"label_free": ["BF", "DF"]},
+            }
+        )
+    )
+    spec = load_experiment(spec_path)
+    prepare_data(spec)
+    gating = pd.read_parquet(tmp_path / "store.gating.parquet")
+    assert "Cells_Intensity_MeanIntensity_CD45" in gating and "Cells_Quality_GradientRMS_BF" in gating
+    assert not any(c.startswith("Cells_Texture") for c in gating)  # only what the gates read
+    assert (tmp_path / "store.gating.qc.xml").is_file()
+    truth = store.cells.set_index("cell_id")["label"]
+    for model in (0, 1):
+        prepared = _prepared(spec, model, "label_free")
+        labels = prepared.table.set_index("Metadata_cell_id")["Metadata_label"]
+        assert 0.9 < (labels == truth[labels.index]).mean() < 1.0  # gated, so not the simulator's truth
+        assert prepared.params["labels_from"] == "simulated_panel.xml:leukemic,normal,other"
+    assert len(_prepared(spec, 0, "label_free").table) < store.n_cells

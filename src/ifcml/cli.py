@@ -189,14 +189,17 @@ def demo(
 ) -> None:
     """The main job on embedded default data: simulate, ingest, measure, grid, report, export, readout.
 
-    Simulated samples with known truth (12 samples x 300 cells) go through the whole flow:
-    IDEAS-style TIFF export, ingest, CellProfiler measurements, experiments/demo.yaml (naive
-    Bayes, linear SVM, random forest, XGBoost, the compact CNN on label-free channels,
+    Simulated samples with known truth (12 samples x 300 cells) go through the paper's flow:
+    IDEAS-style TIFF export, ingest, CellProfiler measurements, ground truth by gating the stained
+    channels (gates/simulated_panel.xml) and the QC gates, experiments/demo.yaml (naive Bayes,
+    linear SVM, random forest, XGBoost, the compact CNN on label-free channels,
     leave-one-instance-out) in MLflow, the comparison report, export of the best design, and the
-    readout of two new simulated patients with it. Every step resumes: finished outputs and
-    finished grid tasks are skipped, so an interrupted demo goes on where it stopped.
+    readout of two new simulated patients with it, counted on their in-focus single cells. Every
+    step resumes: finished outputs and finished grid tasks are skipped, so an interrupted demo
+    goes on where it stopped.
     """
     from ifcml.experiments.compare import write_report
+    from ifcml.experiments.gated_data import gating_summary
     from ifcml.experiments.grid import prepare_data, run_grid
     from ifcml.experiments.mlflow_store import connect
     from ifcml.experiments.spec import EXPERIMENTS_DIR, load_experiment
@@ -214,11 +217,18 @@ def demo(
             write_store(sources, store_path, samples=pd.read_csv(raw / "samples.csv"), on_cells=update)
     info(store_path, as_json=False)
     spec = load_experiment(EXPERIMENTS_DIR / "demo.yaml")
-    data = spec.data.model_copy(update={"store": store_path, "features": out / "features.parquet"})
+    labels_from = spec.data.labels_from.model_copy(  # the shipped strategy, wherever the demo runs
+        update={"strategy": str(EXPERIMENTS_DIR.parent / spec.data.labels_from.strategy)}
+    )
+    data = spec.data.model_copy(
+        update={"store": store_path, "features": out / "features.parquet", "labels_from": labels_from}
+    )
     spec = spec.model_copy(update={"data": data, "seed": seed})
     workers = len(os.sched_getaffinity(0))
     with cell_progress(CellStore(store_path).n_cells, "features") as update:
         prepare_data(spec, workers, on_cells=update)
+    for line in gating_summary(spec, CellStore(store_path).cells.set_index("cell_id")["label"]):
+        console.print(line, highlight=False)
     uri = f"sqlite:///{(out / 'mlflow.db').resolve()}"
     with tqdm(desc="grid", unit=" tasks", file=sys.stderr) as bar:
         report = run_grid(spec, uri, workers, on_task=bar.update, on_total=lambda n: bar.reset(total=n))

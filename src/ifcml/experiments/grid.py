@@ -27,6 +27,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, replace
 from functools import lru_cache
+from pathlib import Path
 
 from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
@@ -34,7 +35,8 @@ from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
 from ifcml.errors import InputError
 from ifcml.executors import executor
-from ifcml.experiments.evaluate import CELL, LABEL, Evaluation
+from ifcml.experiments.evaluate import LABEL, Evaluation
+from ifcml.experiments.gated_data import gating_digest, gatings, is_gated, measure_gating_table, relabelled
 from ifcml.experiments.mlflow_store import connect, search_all
 from ifcml.experiments.run import Prepared, check_positive, prepare, run_name, run_params, run_tags
 from ifcml.experiments.spec import ExperimentSpec
@@ -48,8 +50,6 @@ from ifcml.experiments.tracking import (
     read_fold,
     use_experiment,
 )
-from ifcml.gating.steps import Gating, chain_membership, resolve
-from ifcml.gating.steps import digest as gating_digest
 from ifcml.models.network_spec import NetworkSpec
 
 FINAL = "final"
@@ -183,19 +183,18 @@ def prepare_data(
     data = spec.data
     models = spec.model_specs()
     classical = [m for m in models if not isinstance(m, NetworkSpec)]
-    measured = bool(classical or data.gates)  # gates read the feature table, whatever the models
-    if measured and data.features is None:
-        needs = classical[0].name if classical else "data.gates"
-        raise InputError(f"experiment {spec.name}: data.features is needed for {needs}")
+    if classical and data.features is None:
+        raise InputError(f"experiment {spec.name}: data.features is needed for {classical[0].name}")
 
     def features_missing() -> bool:
-        return measured and not data.features.exists()
+        return bool(classical) and not data.features.exists()
 
     def store_missing() -> bool:
-        return (len(classical) < len(models) or features_missing()) and not is_store(data.store)
+        gated = is_gated(data)  # gates measure the store
+        return (len(classical) < len(models) or features_missing() or gated) and not is_store(data.store)
 
     if not (store_missing() or features_missing()):
-        _gatings(spec.model_dump_json())  # derives the qc strategy beside the table, once
+        _prepare_gates(spec, workers, scheduler, on_cells)
         return
     # two grids of one spec at once: one makes the data, the other waits and then finds it made
     with claimed(data.store.with_name(f"{data.store.name}.prepare"), wait=True):
@@ -223,7 +222,18 @@ def prepare_data(
                 resume=True,
                 on_cells=on_cells,
             )
-    _gatings(spec.model_dump_json())
+    _prepare_gates(spec, workers, scheduler, on_cells)
+
+
+def _prepare_gates(spec: ExperimentSpec, workers: int, scheduler: str | None, on_cells) -> None:
+    """The gating table and the qc strategy, when the spec gates its cells (once, claimed)."""
+    from ifcml.outputs import claimed
+
+    if not is_gated(spec.data):
+        return
+    with claimed(spec.data.store.with_name(f"{spec.data.store.name}.gating"), wait=True):
+        measure_gating_table(spec.data, workers=workers, scheduler=scheduler, on_cells=on_cells)
+        gatings(spec.model_dump_json())  # derives the qc strategy beside the gating table
 
 
 def run_task(task: Task) -> str | None:
@@ -295,39 +305,20 @@ def _prepared_once(spec_json: str, model: int, channel_set: str) -> Prepared:
     path = data.store if isinstance(model_spec, NetworkSpec) else data.features
     if path is None:
         raise InputError(f"experiment {spec.name}: data.features is needed for {model_spec.name}")
-    gatings = _gatings(spec_json)
-    kept = _kept_ids(spec_json) if gatings else None
-
-    def relabel(table):
-        table = data.relabel(table, LABEL)
-        return table if kept is None else table[table[CELL].isin(kept)]
-
+    relabel = relabelled(spec_json) if is_gated(data) else (lambda table: data.relabel(table, LABEL))
     prepared = prepare(path, model_spec, spec.channel_sets[channel_set], relabel)
     if prepared.table[LABEL].nunique() < 2:
-        raise InputError(f"{path}: fewer than two labels left after data.merge / data.labels / data.gates")
-    if not gatings:
+        steps = "data.labels_from / data.merge / data.labels / data.gates"
+        raise InputError(f"{path}: fewer than two labels left after {steps}")
+    if not is_gated(data):
         return prepared
-    inputs = None if prepared.inputs is None else {**prepared.inputs, "gates": [g.to_dict() for g in gatings]}
-    params = {**prepared.params, "gates": ", ".join(f"{g.file_name}:{g.keep}" for g in gatings)}
-    digest = f"{prepared.digest}-gates-{gating_digest(gatings)}"
+    steps = gatings(spec_json)
+    inputs = None if prepared.inputs is None else {**prepared.inputs, "gates": [g.to_dict() for g in steps]}
+    params = {**prepared.params, "gates": ", ".join(f"{g.file_name}:{g.keep}" for g in steps)}
+    if data.labels_from:
+        params["labels_from"] = f"{Path(data.labels_from.strategy).name}:{','.join(data.labels_from.gates)}"
+    digest = f"{prepared.digest}-gates-{gating_digest(spec_json)}"
     return replace(prepared, inputs=inputs, params=params, digest=digest)
-
-
-@lru_cache(maxsize=4)
-def _gatings(spec_json: str) -> list[Gating]:
-    spec = ExperimentSpec.model_validate_json(spec_json)
-    return resolve(spec.data.gates, spec.data.features) if spec.data.gates else []
-
-
-@lru_cache(maxsize=4)
-def _kept_ids(spec_json: str) -> frozenset[int]:
-    """The cells every gate of the spec keeps, by cell id (from the feature table)."""
-    from ifcml.features.table import read_features
-
-    features = ExperimentSpec.model_validate_json(spec_json).data.features
-    table = read_features(features)
-    kept = chain_membership(table, _gatings(spec_json), str(features)).all(axis=1).to_numpy()
-    return frozenset(table[CELL].to_numpy()[kept].tolist())
 
 
 def _key(spec: ExperimentSpec, prepared: Prepared, channel_set: str) -> str:

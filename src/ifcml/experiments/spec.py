@@ -44,6 +44,15 @@ class GateStep(_Strict):
     sample: str | None = None  # a workspace's sample whose gates apply
 
 
+class LabelGates(_Strict):
+    """Labels from gated populations, as the paper made its ground truth (a cell in none of
+    ``gates``, or in several, is left unlabelled and unused)."""
+
+    strategy: str  # a GatingML (.xml) or FlowJo workspace (.wsp) path
+    gates: list[str] = Field(min_length=2)  # each population's gate id is its cells' label
+    sample: str | None = None
+
+
 class Data(_Strict):
     store: Path
     ingest: Ingest | None = None
@@ -51,6 +60,7 @@ class Data(_Strict):
     recipe: Path | None = None  # feature recipe (default: features/default.yaml's settings)
     labels: list[str] | None = None  # keep only these labels (after merging)
     merge: dict[str, list[str]] = {}  # new label -> the labels it replaces, e.g. M: [Prophase, ...]
+    labels_from: LabelGates | None = None  # labels from stained channels' gates (else the store's)
     gates: list[GateStep] = []  # strategies whose kept cells alone are trained on and read out
 
     @model_validator(mode="after")

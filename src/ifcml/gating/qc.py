@@ -25,6 +25,7 @@ from ifcml.gating.strategy import StrategyError
 
 AREA = "Cells_AreaShape_Area"
 QC_POPULATION = "in_focus"  # the cells the QC strategy keeps: in all three gates
+QC_COLUMNS = (AREA, ASPECT_RATIO, gradient_rms_name("BF"))  # what it reads (focus on bright-field)
 MAD_SCALE = 1.4826
 
 

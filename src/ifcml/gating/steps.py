@@ -1,8 +1,8 @@
 """Gates an experiment applies before training, and its exported models before their readout.
 
 A spec's ``data.gates`` names strategies (a GatingML file, a FlowJo workspace, or ``qc``: the
-ready-made QC strategy with thresholds from the spec's own feature table, written once beside
-it) and the population of each whose cells are kept. Training sees only kept cells; the
+ready-made QC strategy with thresholds from the experiment's cells, written once beside their
+table) and the population of each whose cells are kept. Training sees only kept cells; the
 strategy's text travels with every design into the exported model, so ``ifcml predict``
 measures what the gates read, applies the same gates and reads out the kept cells only, saying
 how many cells each gate removed, as the paper counted its readout on in-focus single cells.
@@ -10,7 +10,6 @@ how many cells each gate removed, as the paper counted its readout on in-focus s
 
 from __future__ import annotations
 
-import hashlib
 import tempfile
 from dataclasses import dataclass
 from functools import cached_property
@@ -21,7 +20,7 @@ import pandas as pd
 
 from ifcml.features.recipe import Recipe
 from ifcml.gating.apply import membership, parent_of
-from ifcml.gating.qc import write_qc_strategy
+from ifcml.gating.qc import QC_COLUMNS, write_qc_strategy
 from ifcml.gating.strategy import Population, Strategy, StrategyError, load_strategy
 
 QC = "qc"
@@ -74,28 +73,27 @@ class Gating:
         return cls(given["file_name"], given["text"], given["keep"], given.get("sample"))
 
 
-def resolve(steps, features: Path | None) -> list[Gating]:
-    """The spec's gate steps as texts; ``qc`` is derived from ``features`` once and kept beside
-    it as ``<features>.qc.xml`` (an edit there overrides the thresholds)."""
+def resolve(steps, table: Path | None) -> list[Gating]:
+    """Gate steps (``strategy``, ``keep``, ``sample``) as texts; ``qc`` is derived from ``table``
+    once and kept beside it as ``<table>.qc.xml`` (an edit there overrides the thresholds)."""
     resolved = []
     for step in steps:
-        if step.strategy == QC:
-            if features is None:
-                raise StrategyError(
-                    "data.gates: the qc strategy is set from data.features, which is not given"
-                )
-            path = features.with_name(f"{features.stem}.qc.xml")
-            if not path.exists():
-                _write_qc(features, path)
-        else:
-            path = Path(step.strategy)
+        path = qc_path(table) if step.strategy == QC else Path(step.strategy)
+        if step.strategy == QC and not path.exists():
+            _write_qc(table, path)
         if not path.is_file():
             raise StrategyError(f"data.gates: {path}: no such gating strategy file")
         resolved.append(Gating(path.name, path.read_text(), step.keep, step.sample))
     return resolved
 
 
-def _write_qc(features: Path, path: Path) -> None:
+def qc_path(table: Path | None) -> Path:
+    if table is None:
+        raise StrategyError("data.gates: the qc strategy is set from a feature table, and there is none")
+    return table.with_name(f"{table.stem}.qc.xml")
+
+
+def _write_qc(table: Path, path: Path) -> None:
     from ifcml.features.table import read_features
     from ifcml.gating.qc import qc_thresholds
     from ifcml.outputs import claimed, replace_atomically
@@ -103,9 +101,19 @@ def _write_qc(features: Path, path: Path) -> None:
     with claimed(path, wait=True):
         if path.exists():  # another grid wrote it while this one waited
             return
-        table = read_features(features)
-        thresholds = qc_thresholds(table)
-        replace_atomically(path, lambda tmp: write_qc_strategy(thresholds, tmp, 3.0, len(table)))
+        cells = read_features(table)
+        thresholds = qc_thresholds(cells)
+        replace_atomically(path, lambda tmp: write_qc_strategy(thresholds, tmp, 3.0, len(cells)))
+
+
+def strategy_columns(steps) -> set[str]:
+    """The table columns the steps' strategies read (the qc strategy's are known in advance)."""
+    columns = set()
+    for step in steps:
+        columns |= set(
+            QC_COLUMNS if step.strategy == QC else load_strategy(Path(step.strategy), step.sample).dimensions
+        )
+    return columns
 
 
 def chain_membership(table: pd.DataFrame, gatings: list[Gating], table_name: str) -> pd.DataFrame:
@@ -132,28 +140,28 @@ def removed_by_gate(chain: pd.DataFrame) -> dict[str, int]:
 
 def gate_store(store, gatings: list[Gating], workers: int = 1) -> pd.DataFrame:
     """:func:`chain_membership` of every cell of a new sample's ``store``, in store order:
-    what the gates read is measured first (only those measurement families)."""
-    from ifcml.features.table import read_features, write_features
+    what the gates read is measured first (only those measurement families and channels)."""
+    from ifcml.features.table import read_features
 
+    columns = {c for g in gatings for c in g.strategy.dimensions}
     with tempfile.TemporaryDirectory(prefix="ifcml-gates-") as folder:
-        table = read_features(
-            write_features(
-                store.path, Path(folder) / "gates.parquet", recipe=recipe_for(gatings), workers=workers
-            )
-        )
+        table = read_features(measure_for(columns, store, Path(folder) / "gates.parquet", workers=workers))
     return chain_membership(table, gatings, str(store.path)).reset_index(drop=True)
 
 
-def digest(gatings: list[Gating]) -> str:
-    """Names the gates a design's cells went through (part of its key)."""
-    text = "\n".join(f"{g.file_name}\n{g.keep}\n{g.sample}\n{g.text}" for g in gatings)
-    return hashlib.sha256(text.encode()).hexdigest()[:12]
+def measure_for(columns: set[str], store, out: Path, **options) -> Path:
+    """Measure ``store`` into ``out`` with only the families and channels ``columns`` need."""
+    from ifcml.features.table import write_features
+
+    recipe = recipe_for(columns)
+    wanted = {recipe.segmentation.channel} | {token for c in columns for token in c.split("_")}
+    channels = [c for c in store.channels if c in wanted]
+    return write_features(store.path, out, recipe=recipe, channels=channels, resume=True, **options)
 
 
-def recipe_for(gatings: list[Gating], base: Recipe | None = None) -> Recipe:
-    """The measurement families the gates read (``base``'s settings otherwise): what a model
-    that measures nothing else (a network) has to measure of new cells to gate them."""
-    columns = {c for g in gatings for c in g.strategy.dimensions}
+def recipe_for(columns: set[str], base: Recipe | None = None) -> Recipe:
+    """The measurement families ``columns`` come from (``base``'s settings otherwise): what a
+    model that measures nothing else (a network) has to measure of new cells to gate them."""
     needed = {FAMILIES.get(c.split("_")[1]) for c in columns if c.count("_") >= 2}
     base = base or Recipe()
     measurements = {
