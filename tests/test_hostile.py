@@ -168,6 +168,15 @@ def notes_file(w: World, name: str = "notes.txt") -> Path:
     return path
 
 
+def qc_strategy(w: World) -> Path:
+    """The QC strategy of the world's cells, written by `ifcml qc` (a valid strategy)."""
+    from ifcml.gating.qc import qc_thresholds, write_qc_strategy
+
+    path = w.tmp / "qc.xml"
+    write_qc_strategy(qc_thresholds(pd.read_parquet(w.features)), path, 3.0, 1)
+    return path
+
+
 def foreign_parquet(w: World) -> Path:
     path = w.tmp / "other.parquet"
     pd.DataFrame({"x": [1, 2]}).to_parquet(path)
@@ -328,6 +337,39 @@ CASES: list[tuple[str, Callable[[World], list], list[str]]] = [
         "prune-overwrite-notes",
         lambda w: ["prune", w.features, "--out", notes_file(w, "n.parquet"), "--overwrite"],
         ["not an ifcml feature table"],
+    ),
+    (
+        "gate-overwrite-notes",
+        lambda w: [
+            "gate",
+            w.features,
+            "--gates",
+            qc_strategy(w),
+            "--out",
+            notes_file(w, "n.parquet"),
+            "--overwrite",
+        ],
+        ["not an ifcml cells table"],
+    ),
+    (
+        "gate-notes-as-strategy",
+        lambda w: ["gate", w.features, "--gates", notes_file(w, "gates.xml"), "--out", w.tmp / "g.parquet"],
+        ["gates.xml", "not a GatingML 2.0 strategy"],
+    ),
+    (
+        "gate-damaged-table",
+        lambda w: ["gate", corrupt_parquet(w), "--gates", qc_strategy(w), "--out", w.tmp / "g.parquet"],
+        ["broken.parquet", "not a readable Parquet table"],
+    ),
+    (
+        "fcs-overwrite-notes",
+        lambda w: ["fcs", w.features, "--out", notes_file(w, "cells.fcs"), "--overwrite"],
+        ["not an FCS file ifcml wrote"],
+    ),
+    (
+        "qc-overwrite-notes",
+        lambda w: ["qc", w.features, "--out", notes_file(w, "qc.xml"), "--overwrite"],
+        ["not a QC strategy ifcml wrote"],
     ),
     ("compare-out-notes-folder", report_over_notes, ["not an ifcml report folder"]),
     (
