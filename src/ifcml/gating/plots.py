@@ -160,10 +160,10 @@ def _outline(axes, gate, population: Population, fk_gates) -> None:
         axes.add_patch(patches.Rectangle((x0, y0), x1 - x0, y1 - y0, **style))
     elif isinstance(gate, fk_gates.EllipsoidGate):
         covariance = np.asarray(gate.covariance_matrix, dtype=float)
-        values, vectors = np.linalg.eigh(covariance)
-        width, height = 2 * np.sqrt(values * gate.distance_square)
+        values, vectors = np.linalg.eigh(covariance)  # ascending: the major axis is the last
+        minor, major = 2 * np.sqrt(values * gate.distance_square)
         angle = np.degrees(np.arctan2(vectors[1, 1], vectors[0, 1]))
-        axes.add_patch(patches.Ellipse(gate.coordinates, height, width, angle=angle, **style))
+        axes.add_patch(patches.Ellipse(gate.coordinates, major, minor, angle=angle, **style))
     elif isinstance(gate, fk_gates.QuadrantGate):
         for divider, line in zip(gate.dimensions, (axes.axvline, axes.axhline), strict=False):
             for value in divider.values:
