@@ -138,17 +138,13 @@ def _check_disjoint_by_design(populations: list[Population], strategy: Strategy)
                 )
 
 
-def gated_table(table: pd.DataFrame, members: pd.DataFrame, labelled: Labelled | None) -> pd.DataFrame:
+def gated_table(table: pd.DataFrame, members: pd.DataFrame, labels: pd.Series | None) -> pd.DataFrame:
     """The table with its population columns (replacing earlier ones of the same names) and,
-    when labels were taken, the new ``Metadata_label`` (the earlier one kept as the source)."""
+    with ``labels``, the new ``Metadata_label`` (the earlier one kept as the source)."""
     replaced = [c for c in members.columns if c in table.columns]
-    if replaced:
-        warnings.warn(
-            f"replacing {len(replaced)} gate columns the table already had", IfcmlNotice, stacklevel=2
-        )
-    out = pd.concat([table.drop(columns=replaced), members], axis=1)
-    if labelled is not None:
+    out = pd.concat([table.drop(columns=replaced), members.set_index(table.index)], axis=1)
+    if labels is not None:
         if LABEL in out and LABEL_SOURCE not in out:
             out[LABEL_SOURCE] = out[LABEL]
-        out[LABEL] = labelled.labels
+        out[LABEL] = labels.set_axis(table.index)
     return out

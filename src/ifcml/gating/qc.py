@@ -69,6 +69,20 @@ def qc_thresholds(table: pd.DataFrame, focus_channel: str = "BF", mads: float = 
     return thresholds
 
 
+def read_qc_columns(table: Path, focus_channel: str = "BF") -> pd.DataFrame:
+    """The columns the QC rule reads, alone (a table's other columns can be gigabytes)."""
+    import pyarrow.parquet as pq
+
+    from ifcml.errors import InputError
+
+    try:
+        present = set(pq.read_schema(table).names)
+        wanted = [c for c in (AREA, ASPECT_RATIO, gradient_rms_name(focus_channel)) if c in present]
+        return pd.read_parquet(table, columns=wanted)
+    except (OSError, ValueError) as exc:
+        raise InputError(f"{table}: not a readable Parquet table ({exc})") from exc
+
+
 def write_qc_strategy(thresholds: list[Threshold], out: Path, mads: float, cells: int) -> None:
     """The thresholds as a GatingML 2.0 file (written by FlowKit), with the rule in a comment."""
     import flowkit as fk

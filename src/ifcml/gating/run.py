@@ -5,6 +5,7 @@ table's provenance."""
 from __future__ import annotations
 
 import json
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,11 +14,20 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ifcml.errors import InputError
-from ifcml.features.table import read_features, table_manifest, write_features
-from ifcml.gating.apply import Labelled, counts, gated_table, label_from, membership, warn_empty
+from ifcml.errors import IfcmlNotice, InputError
+from ifcml.features.table import CELL, LABEL, table_manifest, write_features
+from ifcml.gating.apply import (
+    CHUNK_CELLS,
+    LABEL_SOURCE,
+    Labelled,
+    counts,
+    gated_table,
+    label_from,
+    membership,
+    warn_empty,
+)
 from ifcml.gating.plots import draw_gates
-from ifcml.gating.qc import Threshold, qc_thresholds, write_qc_strategy
+from ifcml.gating.qc import Threshold, qc_thresholds, read_qc_columns, write_qc_strategy
 from ifcml.gating.strategy import Strategy, load_strategy
 from ifcml.io.store import CellStore, is_store
 from ifcml.outputs import is_ifcml_table, replace_atomically, writing
@@ -54,16 +64,32 @@ def gate_file(
         raise InputError(f"--plots {plots}: already holds files; choose another folder or pass --overwrite")
     with writing(out, overwrite, is_ifcml_table, "an ifcml cells table"):
         table_path = _measured(source, out, workers, on_cells) if is_store(source) else source
-        table = read_features(table_path)
-        members = membership(table, strategy, str(table_path))
+        view = _gating_view(table_path, strategy)
+        members = membership(view, strategy, str(table_path))
         labelled = label_from(members, strategy, label_gates) if label_gates else None
         warn_empty(members, strategy, str(table_path))
-        gated = gated_table(table, members, labelled)
-        replace_atomically(out, lambda tmp: _write_table(gated, table_path, strategy, tmp))
+        replace_atomically(out, lambda tmp: _write_gated(table_path, members, labelled, strategy, tmp))
     if plots is not None:
         store = _images_of(table_path, images or (source if is_store(source) else None))
-        draw_gates(table, members, strategy, plots, store)
+        draw_gates(view, members, strategy, plots, store)
     return GateRun(strategy, counts(members, strategy), labelled, table_path)
+
+
+def _gating_view(path: Path, strategy: Strategy) -> pd.DataFrame:
+    """The cell ids and the columns the gates read: all gating needs, a sliver of the table."""
+    if not Path(path).is_file():
+        raise InputError(f"{path}: no such cells table (make one with `ifcml features`)")
+    try:
+        names = pq.read_schema(path).names
+    except Exception as exc:  # pyarrow raises several kinds for a damaged or foreign file
+        raise InputError(f"{path}: not a readable Parquet table ({exc})") from exc
+    if CELL not in names:
+        raise InputError(f"{path}: not an ifcml cells table (no {CELL} column)")
+    strategy.check_columns(names, path)
+    try:
+        return pd.read_parquet(path, columns=[CELL, *strategy.dimensions])
+    except Exception as exc:
+        raise InputError(f"{path}: not a readable Parquet table ({exc})") from exc
 
 
 def _images_of(table: Path, store_path: Path | None) -> CellStore | None:
@@ -89,7 +115,9 @@ def qc_file(
     """Write the ready-made QC strategy with thresholds from ``source``'s cells (see
     :mod:`ifcml.gating.qc`)."""
     with writing(out, overwrite, _is_qc_strategy, "a QC strategy ifcml wrote"):
-        table = read_features(_measured(source, out, workers, on_cells) if is_store(source) else source)
+        table = read_qc_columns(
+            _measured(source, out, workers, on_cells) if is_store(source) else source, focus_channel
+        )
         thresholds = qc_thresholds(table, focus_channel, mads)
         replace_atomically(out, lambda tmp: write_qc_strategy(thresholds, tmp, mads, len(table)))
     return thresholds
@@ -112,12 +140,41 @@ def _measured(store_path: Path, out: Path, workers: int, on_cells) -> Path:
     return write_features(store_path, features, workers=workers, on_cells=on_cells)
 
 
-def _write_table(table: pd.DataFrame, source: Path, strategy: Strategy, path: Path) -> None:
-    """Parquet with the source table's ifcml provenance and the strategy that gated it."""
-    metadata = dict(pq.read_schema(source).metadata or {})
-    metadata.pop(b"pandas", None)
+def _write_gated(source: Path, members: pd.DataFrame, labelled, strategy: Strategy, path: Path) -> None:
+    """The source table, a chunk of rows at a time, with the gate columns (and labels) added:
+    memory stays flat with the number of cells. The table's ifcml provenance is kept and the
+    strategy that gated it added."""
+    parquet = pq.ParquetFile(source)
+    replaced = [c for c in members.columns if c in parquet.schema_arrow.names]
+    if replaced:
+        warnings.warn(
+            f"replacing {len(replaced)} gate columns {source} already had", IfcmlNotice, stacklevel=2
+        )
+    schema = _gated_schema(parquet.schema_arrow, replaced, members, labelled is not None)
+    metadata = {k: v for k, v in (parquet.schema_arrow.metadata or {}).items() if k != b"pandas"}
     metadata[b"ifcml_gating"] = json.dumps(
         {"strategy": str(strategy.source.resolve()), "gates": [p.column for p in strategy.populations]}
     ).encode()
-    arrow = pa.Table.from_pandas(table, preserve_index=False)
-    pq.write_table(arrow.replace_schema_metadata({**(arrow.schema.metadata or {}), **metadata}), path)
+    schema = schema.with_metadata(metadata)
+    start = 0
+    with pq.ParquetWriter(path, schema) as writer:
+        for batch in parquet.iter_batches(batch_size=CHUNK_CELLS):
+            rows = slice(start, start + batch.num_rows)
+            labels = None if labelled is None else labelled.labels.iloc[rows].reset_index(drop=True)
+            part = gated_table(batch.to_pandas(), members.iloc[rows].reset_index(drop=True), labels)
+            writer.write_table(
+                pa.Table.from_pandas(part, preserve_index=False).select(schema.names).cast(schema)
+            )
+            start += batch.num_rows
+
+
+def _gated_schema(source: pa.Schema, replaced: list[str], members: pd.DataFrame, labelled: bool) -> pa.Schema:
+    fields = [f for f in source if f.name not in replaced] + [
+        pa.field(c, pa.bool_()) for c in members.columns
+    ]
+    if labelled:
+        names = [f.name for f in fields]
+        if LABEL in names and LABEL_SOURCE not in names:
+            fields.append(pa.field(LABEL_SOURCE, source.field(LABEL).type))
+        fields = [f for f in fields if f.name != LABEL] + [pa.field(LABEL, pa.string())]
+    return pa.schema(fields)

@@ -94,14 +94,13 @@ def qc_path(table: Path | None) -> Path:
 
 
 def _write_qc(table: Path, path: Path) -> None:
-    from ifcml.features.table import read_features
-    from ifcml.gating.qc import qc_thresholds
+    from ifcml.gating.qc import qc_thresholds, read_qc_columns
     from ifcml.outputs import claimed, replace_atomically
 
     with claimed(path, wait=True):
         if path.exists():  # another grid wrote it while this one waited
             return
-        cells = read_features(table)
+        cells = read_qc_columns(table)
         thresholds = qc_thresholds(cells)
         replace_atomically(path, lambda tmp: write_qc_strategy(thresholds, tmp, 3.0, len(cells)))
 
