@@ -10,6 +10,7 @@ Everything is keyed by the spec's JSON and computed once per process.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
@@ -18,7 +19,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 from ifcml.experiments.spec import Data, ExperimentSpec
-from ifcml.features.table import CELL, LABEL, read_features
+from ifcml.features.table import CELL, LABEL
 from ifcml.gating.apply import label_from, membership
 from ifcml.gating.steps import Gating, chain_membership, measure_for, resolve, strategy_columns
 from ifcml.gating.strategy import load_strategy
@@ -61,7 +62,9 @@ def gatings(spec_json: str) -> list[Gating]:
 
 @lru_cache(maxsize=4)
 def _table(spec_json: str) -> pd.DataFrame:
-    return read_features(gating_table(ExperimentSpec.model_validate_json(spec_json).data))
+    """The cell ids and the columns the gates read (a feature table's others are not needed)."""
+    data = ExperimentSpec.model_validate_json(spec_json).data
+    return pd.read_parquet(gating_table(data), columns=[CELL, *sorted(_needed(data))])
 
 
 @lru_cache(maxsize=4)
@@ -84,7 +87,7 @@ def gate_labels(spec_json: str) -> pd.Series:
 
 
 def relabelled(spec_json: str) -> Callable[[pd.DataFrame], pd.DataFrame]:
-    """The cells table as the spec wants it: gate labels (the store's kept as the source), then
+    """The cells table as the spec wants it: gate labels in place of the store's, then
     data.merge / data.labels, then only the kept cells."""
     spec = ExperimentSpec.model_validate_json(spec_json)
     data = spec.data
@@ -101,8 +104,6 @@ def relabelled(spec_json: str) -> Callable[[pd.DataFrame], pd.DataFrame]:
 
 def gating_digest(spec_json: str) -> str:
     """Names the gates and label gates the cells went through (part of a design's key)."""
-    import hashlib
-
     data = ExperimentSpec.model_validate_json(spec_json).data
     texts = [g.to_dict() for g in gatings(spec_json)]
     if data.labels_from:

@@ -83,9 +83,10 @@ def _coordinates(sample, strategy: Strategy, population: Population) -> np.ndarr
     if isinstance(gate, fk_gates.BooleanGate):
         return None
     columns = []
+    raw = sample.get_events(source="raw")
     for dimension in gate.dimensions:
         name = getattr(dimension, "dimension_ref", None) or dimension.id
-        events = sample.get_events(source="raw")
+        events = raw
         if dimension.compensation_ref not in (None, UNCOMPENSATED):
             events = strategy.gating.get_comp_matrix(dimension.compensation_ref).apply(sample)
         values = events[:, sample.pnn_labels.index(name)].reshape(-1, 1)

@@ -83,6 +83,19 @@ def read_qc_columns(table: Path, focus_channel: str = "BF") -> pd.DataFrame:
         raise InputError(f"{table}: not a readable Parquet table ({exc})") from exc
 
 
+def derive_qc_strategy(
+    table: Path, out: Path, focus_channel: str = "BF", mads: float = 3.0
+) -> list[Threshold]:
+    """Set the thresholds from ``table``'s cells and write the strategy to ``out`` atomically
+    (the caller holds ``out``'s claim)."""
+    from ifcml.outputs import replace_atomically
+
+    cells = read_qc_columns(table, focus_channel)
+    thresholds = qc_thresholds(cells, focus_channel, mads)
+    replace_atomically(out, lambda tmp: write_qc_strategy(thresholds, tmp, mads, len(cells)))
+    return thresholds
+
+
 def write_qc_strategy(thresholds: list[Threshold], out: Path, mads: float, cells: int) -> None:
     """The thresholds as a GatingML 2.0 file (written by FlowKit), with the rule in a comment."""
     import flowkit as fk

@@ -27,7 +27,7 @@ from ifcml.gating.apply import (
     warn_empty,
 )
 from ifcml.gating.plots import draw_gates
-from ifcml.gating.qc import Threshold, qc_thresholds, read_qc_columns, write_qc_strategy
+from ifcml.gating.qc import Threshold, derive_qc_strategy
 from ifcml.gating.strategy import Strategy, load_strategy
 from ifcml.io.store import CellStore, is_store
 from ifcml.outputs import is_ifcml_table, replace_atomically, writing
@@ -115,12 +115,8 @@ def qc_file(
     """Write the ready-made QC strategy with thresholds from ``source``'s cells (see
     :mod:`ifcml.gating.qc`)."""
     with writing(out, overwrite, _is_qc_strategy, "a QC strategy ifcml wrote"):
-        table = read_qc_columns(
-            _measured(source, out, workers, on_cells) if is_store(source) else source, focus_channel
-        )
-        thresholds = qc_thresholds(table, focus_channel, mads)
-        replace_atomically(out, lambda tmp: write_qc_strategy(thresholds, tmp, mads, len(table)))
-    return thresholds
+        table = _measured(source, out, workers, on_cells) if is_store(source) else source
+        return derive_qc_strategy(table, out, focus_channel, mads)
 
 
 def _is_qc_strategy(path: Path) -> bool:

@@ -20,7 +20,7 @@ import pandas as pd
 
 from ifcml.features.recipe import Recipe
 from ifcml.gating.apply import membership, parent_of
-from ifcml.gating.qc import QC_COLUMNS, write_qc_strategy
+from ifcml.gating.qc import QC_COLUMNS, derive_qc_strategy
 from ifcml.gating.strategy import Population, Strategy, StrategyError, load_strategy
 
 QC = "qc"
@@ -94,15 +94,11 @@ def qc_path(table: Path | None) -> Path:
 
 
 def _write_qc(table: Path, path: Path) -> None:
-    from ifcml.gating.qc import qc_thresholds, read_qc_columns
-    from ifcml.outputs import claimed, replace_atomically
+    from ifcml.outputs import claimed
 
     with claimed(path, wait=True):
-        if path.exists():  # another grid wrote it while this one waited
-            return
-        cells = read_qc_columns(table)
-        thresholds = qc_thresholds(cells)
-        replace_atomically(path, lambda tmp: write_qc_strategy(thresholds, tmp, 3.0, len(cells)))
+        if not path.exists():  # another grid may have written it while this one waited
+            derive_qc_strategy(table, path)
 
 
 def strategy_columns(steps) -> set[str]:
@@ -158,11 +154,11 @@ def measure_for(columns: set[str], store, out: Path, **options) -> Path:
     return write_features(store.path, out, recipe=recipe, channels=channels, resume=True, **options)
 
 
-def recipe_for(columns: set[str], base: Recipe | None = None) -> Recipe:
-    """The measurement families ``columns`` come from (``base``'s settings otherwise): what a
+def recipe_for(columns: set[str]) -> Recipe:
+    """The default recipe with only the measurement families ``columns`` come from: what a
     model that measures nothing else (a network) has to measure of new cells to gate them."""
     needed = {FAMILIES.get(c.split("_")[1]) for c in columns if c.count("_") >= 2}
-    base = base or Recipe()
+    base = Recipe()
     measurements = {
         name: {**getattr(base.measurements, name).model_dump(), "enabled": name in needed}
         for name in type(base.measurements).model_fields
