@@ -23,7 +23,8 @@ import time
 from pathlib import Path
 
 import bioformats_reference
-from ifcml.io.cif import CifFile, read_cif, write_cif
+from ifcml.io.cif import CifFile, read_cif
+from ifcml.io.cif_writer import write_cif
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT.parent / "shared" / "data" / "cif" / "example.cif"

@@ -16,7 +16,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from ifcml.experiments.run import run_model
+from ifcml.experiments.run import TrainOptions, run_model
 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = ["naive_bayes", "linear_svm", "random_forest", "xgboost"]
@@ -35,14 +35,13 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for model in args.models.split(","):
             started = time.perf_counter()
-            result = run_model(
-                args.features,
-                model,
+            options = TrainOptions(
                 channels=args.channels.split(","),
                 max_evals=args.max_evals,
                 experiment="benchmark",
                 uri=f"sqlite:///{tmp}/mlflow.db",
             )
+            result = run_model(args.features, model, options)
             m = result.metrics
             row = {
                 "model": model,

@@ -108,7 +108,7 @@ def measure_training(network: str, images: int) -> float:
 
 
 def measure_accuracy(store_path: str, epochs: int) -> dict:
-    from ifcml.experiments.run import run_model
+    from ifcml.experiments.run import TrainOptions, run_model
     from ifcml.models.registry import load_model_spec
 
     results = {}
@@ -118,14 +118,13 @@ def measure_accuracy(store_path: str, epochs: int) -> dict:
             training = spec.training.model_copy(update={"max_epochs": min(epochs, spec.training.max_epochs)})
             spec = spec.model_copy(update={"training": training})
             start = time.perf_counter()
-            result = run_model(
-                store_path,
-                spec,
-                "holdout:P01_day0,P01_day15,P01_day33,P02_day0,P02_day15,P02_day33",
+            options = TrainOptions(
+                split="holdout:P01_day0,P01_day15,P01_day33,P02_day0,P02_day15,P02_day33",
                 channels=["BF", "DF"],
                 uri=f"sqlite:///{tmp}/mlflow.db",
                 experiment="benchmark",
             )
+            result = run_model(store_path, spec, options)
             results[network] = {
                 "balanced_accuracy": round(result.metrics["balanced_accuracy"], 4),
                 "readout_mae": round(result.metrics["readout_mae"], 4),

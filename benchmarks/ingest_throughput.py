@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from child import run_ifcml
-from ifcml.io.cif import write_cif
+from ifcml.io.cif_writer import write_cif
 from ifcml.simulate import PAPER_CHANNELS, SimulatedSource, SimulationSettings, write_tiff_export
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -14,8 +14,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from ifcml.experiments.evaluate import Evaluation, FoldResult
 from ifcml.experiments.mlflow_store import connect
+from ifcml.experiments.results import Evaluation, FoldResult
 from ifcml.experiments.tracking import (
     DESIGN_TAG,
     TASK_TAG,
@@ -75,9 +75,7 @@ def build(
             )
             finish_fold(client, run, fold, CLASSES, log_trials=log_trials)
             evaluation.folds.append(fold)
-        summary = close_parent(
-            parent, evaluation, positive="leukemic", seed=0, spec={"name": model}, final=None, dataset=table
-        )
+        summary = close_parent(parent, evaluation, None, positive="leukemic", seed=0)
         pooled[name] = summary["balanced_accuracy"]
     return pooled
 

@@ -2,12 +2,13 @@
 
 For each classical model of an experiment spec (or ``--models``), each channel set and the first
 ``--folds`` outer folds of the spec's split, the fold's training cells are tuned exactly as the
-grid tunes them (:func:`ifcml.experiments.evaluate.train`: pruning, balancing, hyperopt TPE
-scored on the inner split) with a generous budget (``--trials``). The curve of the best inner
-score so far against the trial number says where more trials stop paying: the suggested budget
-is the smallest number of trials whose best lies within ``--tolerance`` of the generous budget's
-best, in the median fold. The inner score is what hyperopt sees; the held-out score is not
-used to choose the budget (that would tune on the test folds).
+grid tunes them (:meth:`ifcml.experiments.classical_design.ClassicalDesign.train`: pruning,
+balancing, hyperopt TPE scored on the inner split) with a generous budget (``--trials``). The
+curve of the best inner score so far against the trial number says where more trials stop
+paying: the suggested budget is the smallest number of trials whose best lies within
+``--tolerance`` of the generous budget's best, in the median fold. The inner score is what
+hyperopt sees; the held-out score is not used to choose the budget (that would tune on the
+test folds).
 
 Usage: python benchmarks/tuning_budget.py experiments/jurkat_cell_cycle.yaml --trials 40 --folds 2
 Writes benchmarks/results/tuning_budget_<spec>.csv (every trial), a .png of the curves, and
@@ -28,10 +29,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from ifcml.experiments.evaluate import LABEL, train  # noqa: E402
-from ifcml.experiments.run import prepare  # noqa: E402
+from ifcml.cells import LABEL  # noqa: E402
+from ifcml.experiments.run import design_class, prepare  # noqa: E402
 from ifcml.experiments.spec import load_experiment  # noqa: E402
-from ifcml.models.network_spec import NetworkSpec  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -51,18 +51,15 @@ def main() -> None:
     models = [
         m
         for m in spec.model_specs()
-        if not isinstance(m, NetworkSpec) and (wanted is None or m.name in wanted)
+        if design_class(m).reads == "features" and (wanted is None or m.name in wanted)
     ]
     rows = []
     for model in models:
         for channel_set, channels in spec.channel_sets.items():
-            prepared = prepare(spec.data.features, model, channels, lambda t: spec.data.relabel(t, LABEL))
-            for fold in prepared.folds(spec.split, spec.seed)[: args.folds]:
+            design = prepare(spec.data.features, model, channels, lambda t: spec.data.relabel(t, LABEL))
+            for fold in design.folds(spec.split, spec.seed)[: args.folds]:
                 started = time.perf_counter()
-                trained = train(
-                    prepared.table, fold.train, model, prepared.features, prepared.pruning,
-                    spec.seed, args.trials, prepared.classes,
-                )  # fmt: skip
+                trained = design.train(fold.train, spec.seed, args.trials)
                 seconds = time.perf_counter() - started
                 scores = [1.0 - t.loss for t in sorted(trained.trials, key=lambda t: t.number)]
                 for number, (score, best) in enumerate(

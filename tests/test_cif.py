@@ -11,7 +11,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from conftest import SHARED_DATA
-from ifcml.io.cif import CifError, CifFile, cif_metadata, read_cif, write_cif
+from ifcml.io.cif import CifError, CifFile, cif_metadata, read_cif
+from ifcml.io.cif_writer import write_cif
 from ifcml.io.store import CellStore
 
 CIF_DIR = SHARED_DATA / "cif"

@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ifcml.io.cif import read_cif, write_cif
+from ifcml.io.cif import read_cif
+from ifcml.io.cif_writer import write_cif
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import bioformats_reference  # noqa: E402

@@ -7,13 +7,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from ifcml.cells import feature_columns, undersample_per_instance, usable_cells
 from ifcml.errors import IfcmlError
-from ifcml.experiments.evaluate import evaluate, train, usable_cells
+from ifcml.experiments.classical_design import ClassicalDesign
+from ifcml.experiments.design import Design
 from ifcml.experiments.metrics import bootstrap_ci, readout, responder_calls
-from ifcml.experiments.run import Prepared, run_model
-from ifcml.experiments.splits import confound_check, make_folds, undersample_per_instance
-from ifcml.features.recipe import Pruning
-from ifcml.features.table import feature_columns, read_features
+from ifcml.experiments.run import TrainOptions, run_model
+from ifcml.experiments.splits import confound_check, make_folds
+from ifcml.features.table import read_features
 from ifcml.models.registry import load_model_spec
 from ifcml.models.tuning import inner_folds, inner_loss, tune
 
@@ -84,9 +85,8 @@ def test_nothing_from_the_held_out_instance_reaches_training(cells):
     noisy = leaky.copy()
     rng = np.random.default_rng(1)
     noisy.loc[noisy.index[fold.test], features] = rng.normal(size=(len(fold.test), len(features)))
-    classes = sorted(cells["Metadata_label"].unique())
     runs = [
-        train(t, fold.train, spec, [*features, "Cells_Leak_BF"], Pruning(), 0, 4, classes)
+        ClassicalDesign.of_table(t, spec, [*features, "Cells_Leak_BF"]).train(fold.train, seed=0, max_evals=4)
         for t in (leaky, noisy)
     ]
     first, second = runs
@@ -104,7 +104,8 @@ def test_nothing_from_the_held_out_instance_reaches_training(cells):
 
 def test_same_seed_same_results(cells):
     spec = load_model_spec("random_forest")
-    runs = [evaluate(cells, spec, "leave-one-group-out:patient", max_evals=2, seed=3) for _ in range(2)]
+    design = ClassicalDesign.of_table(cells, spec)
+    runs = [design.evaluate("leave-one-group-out:patient", seed=3, max_evals=2) for _ in range(2)]
     pd.testing.assert_frame_equal(runs[0].predictions, runs[1].predictions)
     assert [t.loss for f in runs[0].folds for t in f.trials] == [
         t.loss for f in runs[1].folds for t in f.trials
@@ -133,9 +134,8 @@ def test_metrics_readout_and_responder_calls():
 
 def test_leave_one_instance_out_is_logged_to_mlflow(simulated_features, tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    result = run_model(
-        simulated_features, "linear_svm", channels=["BF", "DF"], max_evals=3, experiment="t", uri=uri
-    )
+    options = TrainOptions(channels=["BF", "DF"], max_evals=3, experiment="t", uri=uri)
+    result = run_model(simulated_features, "linear_svm", options)
     assert result.metrics["balanced_accuracy"] > 0.8  # chance is 1/3
     mlflow.set_tracking_uri(uri)
     runs = mlflow.search_runs(experiment_names=["t"])
@@ -186,15 +186,8 @@ def test_leave_one_instance_out_is_logged_to_mlflow(simulated_features, tmp_path
 
 def test_trials_are_nested_runs_only_when_asked(simulated_features, tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    run_model(
-        simulated_features,
-        "naive_bayes",
-        channels=["BF"],
-        max_evals=2,
-        experiment="t",
-        uri=uri,
-        log_trials=True,
-    )
+    options = TrainOptions(channels=["BF"], max_evals=2, experiment="t", uri=uri, log_trials=True)
+    run_model(simulated_features, "naive_bayes", options)
     mlflow.set_tracking_uri(uri)
     runs = mlflow.search_runs(experiment_names=["t"])
     folds = runs[runs["tags.held_out"].notna()]
@@ -209,10 +202,11 @@ def test_a_train_whose_final_refit_fails_ends_its_run_failed_with_the_error(
     def disk_full(self, seed, max_evals, progress):
         raise OSError("No space left on device")
 
-    monkeypatch.setattr(Prepared, "final", disk_full)
+    monkeypatch.setattr(Design, "final", disk_full)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     with pytest.raises(OSError, match="No space"):
-        run_model(simulated_features, "naive_bayes", channels=["BF"], max_evals=1, experiment="t", uri=uri)
+        options = TrainOptions(channels=["BF"], max_evals=1, experiment="t", uri=uri)
+        run_model(simulated_features, "naive_bayes", options)
     mlflow.set_tracking_uri(uri)
     runs = mlflow.search_runs(experiment_names=["t"])
     parent = runs[runs["tags.mlflow.parentRunId"].isna()]

@@ -65,7 +65,8 @@ def test_the_training_loop_learns_a_tiny_batch_by_heart(tmp_path):
         early_stop_patience=100,
     )
     rows = np.arange(40)
-    trained = deep.train_network(spec, crops, rows, labels, np.zeros(40), ["a", "b"], 0, tmp_path, "tiny")
+    cells = deep.TrainingCells(rows, labels, np.zeros(40))
+    trained = deep.train_network(spec, crops, cells, ["a", "b"], 0, tmp_path / "tiny")
     fit = trained.rows
     assert trained.history["loss"][-1] < 0.1 * trained.history["loss"][0]
     predicted = np.asarray(trained.model(crops[fit].astype(np.float32), training=False)).argmax(axis=1)
@@ -78,9 +79,8 @@ def test_resnet50_trains_a_few_steps(tmp_path):
     labels = np.array(["x", "y"])[rng.integers(0, 2, 80)]
     spec = spec_with("resnet50", max_epochs=1, batch_size=32, balance="none")
     spec = NetworkSpec.model_validate(spec.model_dump() | {"crop": {"size": 32}})
-    trained = deep.train_network(
-        spec, crops, np.arange(80), labels, np.zeros(80), ["x", "y"], 0, tmp_path, "r"
-    )
+    cells = deep.TrainingCells(np.arange(80), labels, np.zeros(80))
+    trained = deep.train_network(spec, crops, cells, ["x", "y"], 0, tmp_path / "r")
     assert len(trained.history["loss"]) == 1 and np.isfinite(trained.history["val_loss"][0])
 
 
@@ -96,13 +96,10 @@ def test_means_come_from_fit_cells_only_and_only_training_is_augmented(tmp_path)
         deep.train_network(
             spec,
             c,
-            training,
-            labels[training],
-            np.repeat(["i1", "i2"], 45),
+            deep.TrainingCells(training, labels[training], np.repeat(["i1", "i2"], 45)),
             ["a", "b", "c"],
             0,
             tmp_path / n,
-            n,
         )
         for n, c in (("clean", crops), ("poisoned", poisoned))
     ]
@@ -142,11 +139,12 @@ def test_an_interrupted_training_resumes_at_its_last_epoch(tmp_path):
     crops = rng.integers(0, 256, (100, 48, 48, 2), dtype=np.uint8)
     labels = np.array(["a", "b"])[np.arange(100) % 2]
     spec = spec_with("compact_cnn", max_epochs=6, batch_size=40, early_stop_patience=50)
-    args = (np.arange(100), labels, np.zeros(100), ["a", "b"], 0, tmp_path, "resume")
+    folder = tmp_path / "resume"
+    args = (deep.TrainingCells(np.arange(100), labels, np.zeros(100)), ["a", "b"], 0, folder)
     # each epoch reads 2 fit batches + 1 validation batch (+ the means): fail inside epoch 4
     with pytest.raises(Exception, match="disk gone"):
         deep.train_network(spec, FailingReads(crops, 3 * 3 + 1), *args)
-    state = json.loads((tmp_path / deep.STATE).read_text())
+    state = json.loads((folder / deep.STATE).read_text())
     assert 1 <= state["epochs_done"] < 6 and not state["finished"]
     done = state["epochs_done"]
     resumed = deep.train_network(spec, crops, *args)

@@ -9,12 +9,13 @@ import pytest
 import yaml
 from mlflow import MlflowClient
 
+from ifcml.cells import CELL
 from ifcml.deploy.export import export_model
 from ifcml.deploy.predict import model_card, sample_readout, write_predictions
 from ifcml.errors import IfcmlError
 from ifcml.experiments.grid import run_grid
 from ifcml.experiments.spec import load_experiment
-from ifcml.features.table import CELL, read_features
+from ifcml.features.table import read_features
 from ifcml.io.store import CellStore
 
 

@@ -7,12 +7,13 @@ import pandas as pd
 import pytest
 from cp_measure.core.measuregranularity import get_granularity
 
+from ifcml.cells import FAILED
 from ifcml.errors import IfcmlError
 from ifcml.features.granularity import granularity
 from ifcml.features.measure import measure_cells
 from ifcml.features.objects import cell_objects
 from ifcml.features.recipe import Recipe, load_recipe
-from ifcml.features.table import FAILED, read_features, write_features
+from ifcml.features.table import read_features, write_features
 from ifcml.features.tiling import Layout, tile, tile_labels
 
 ROOT = __import__("pathlib").Path(__file__).resolve().parents[1]

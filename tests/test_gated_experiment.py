@@ -14,7 +14,7 @@ from mlflow import MlflowClient
 
 from ifcml.deploy.export import export_model
 from ifcml.deploy.predict import write_predictions
-from ifcml.experiments.grid import _prepared, prepare_data, run_grid
+from ifcml.experiments.grid import _design, prepare_data, run_grid
 from ifcml.experiments.spec import load_experiment
 from ifcml.features.table import read_features
 from ifcml.io.store import CellStore
@@ -53,7 +53,7 @@ def test_a_gated_experiment_trains_and_reads_out_the_kept_cells_only(tmp_path, s
     kept = set(table.loc[chain.all(axis=1).to_numpy(), "Metadata_cell_id"])
     assert 0 < len(kept) < len(table), "the QC rule should remove some simulated cells"
     for model in (0, 1):  # classical and network designs see the same kept cells
-        assert set(_prepared(spec, model, "label_free").table["Metadata_cell_id"]) <= kept
+        assert set(_design(spec, model, "label_free").table["Metadata_cell_id"]) <= kept
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     spec = spec.model_copy(update={"models": ["naive_bayes"]})
@@ -114,8 +114,8 @@ def test_labels_from_gates_on_stained_channels_replace_the_stores_labels(tmp_pat
     assert (tmp_path / "store.gating.qc.xml").is_file()
     truth = store.cells.set_index("cell_id")["label"]
     for model in (0, 1):
-        prepared = _prepared(spec, model, "label_free")
-        labels = prepared.table.set_index("Metadata_cell_id")["Metadata_label"]
+        design = _design(spec, model, "label_free")
+        labels = design.table.set_index("Metadata_cell_id")["Metadata_label"]
         assert 0.9 < (labels == truth[labels.index]).mean() < 1.0  # gated, so not the simulator's truth
-        assert prepared.params["labels_from"] == "simulated_panel.xml:leukemic,normal,other"
-    assert len(_prepared(spec, 0, "label_free").table) < store.n_cells
+        assert design.params["labels_from"] == "simulated_panel.xml:leukemic,normal,other"
+    assert len(_design(spec, 0, "label_free").table) < store.n_cells

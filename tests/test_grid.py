@@ -75,14 +75,14 @@ def run_grid_until(spec, uri, tasks: int) -> int:
 
     mlflow.set_tracking_uri(uri)
     experiment = mlflow.set_experiment(spec.name).experiment_id
-    prepared = grid._prepared(spec, 0, "label_free")
-    design = grid._key(spec, prepared, "label_free")
-    parent = grid._open(spec, prepared, "label_free", [], design)
-    folds = prepared.folds(spec.split, spec.seed)
+    design = grid._design(spec, 0, "label_free")
+    key = grid._key(spec, design, "label_free")
+    parent = grid._open(spec, design, "label_free", [], key)
+    folds = design.folds(spec.split, spec.seed)
     for fold in folds[:tasks]:
-        assert run_task(Task(spec, 0, "label_free", fold.name, f"{design}/{fold.name}", parent, uri)) is None
+        assert run_task(Task(spec, 0, "label_free", fold.name, f"{key}/{fold.name}", parent, uri)) is None
     MlflowClient().create_run(
-        experiment, tags={"mlflow.parentRunId": parent, TASK_TAG: f"{design}/{folds[tasks].name}"}
+        experiment, tags={"mlflow.parentRunId": parent, TASK_TAG: f"{key}/{folds[tasks].name}"}
     )  # the task that was running when the grid was killed
     return tasks
 

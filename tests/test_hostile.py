@@ -25,7 +25,7 @@ from sklearn.preprocessing import FunctionTransformer
 
 from ifcml.deploy.export import export_model
 from ifcml.experiments.mlflow_store import connect
-from ifcml.experiments.run import run_model
+from ifcml.experiments.run import TrainOptions, run_model
 
 MARKER = "ran.txt"  # what tampered code would write: its absence proves nothing of it ran
 
@@ -64,9 +64,8 @@ def exported(tmp_path_factory, simulated_features):
     """(store, feature table, exported model folder, tracking URI) made once."""
     folder = tmp_path_factory.mktemp("hostile")
     uri = f"sqlite:///{folder / 'mlflow.db'}"
-    run_model(
-        simulated_features, "naive_bayes", channels=["BF", "DF"], max_evals=1, experiment="base", uri=uri
-    )
+    options = TrainOptions(channels=["BF", "DF"], max_evals=1, experiment="base", uri=uri)
+    run_model(simulated_features, "naive_bayes", options)
     export_model(connect(uri), "base", "balanced_accuracy", folder / "model")
     return simulated_features.parent / "store", simulated_features, folder / "model", uri
 

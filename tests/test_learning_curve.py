@@ -122,12 +122,19 @@ def test_crossings_are_said_with_their_intervals():
 def test_a_curve_s_network_designs_checkpoint_apart(tmp_path):
     """Designs of one network at several sizes run at once; one finishing deletes its own
     checkpoints only (a shared folder once lost the full design's training mid-run)."""
-    from dataclasses import replace
-
-    from ifcml.experiments.run import Prepared
+    from ifcml.experiments.network_design import NetworkDesign
     from ifcml.models.registry import load_model_spec
 
-    full = Prepared(load_model_spec("compact_cnn"), pd.DataFrame(), [], "", "", {}, checkpoint_root=tmp_path)
-    folders = [replace(full, train_cells=n).checkpoints for n in (50, 200)] + [full.checkpoints]
+    spec = load_model_spec("compact_cnn")
+    full = NetworkDesign(
+        spec=spec,
+        table=pd.DataFrame(),
+        channels=[],
+        source="",
+        digest="",
+        params={},
+        checkpoint_root=tmp_path,
+    )
+    folders = [full.at_size(n).checkpoints for n in (50, 200)] + [full.checkpoints]
     assert len(set(folders)) == 3
     assert all(a == b or not b.is_relative_to(a) for a in folders for b in folders)

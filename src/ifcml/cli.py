@@ -23,14 +23,15 @@ from rich.console import Console
 from rich.table import Table
 from tqdm import tqdm
 
+from ifcml.cells import is_store, metadata_columns
 from ifcml.deploy.predict import MIN_CELLS
 from ifcml.errors import IfcmlError, IfcmlNotice, InputError, StoreError
 from ifcml.executors import check_scheduler
 from ifcml.features.recipe import load_recipe
-from ifcml.features.table import metadata_columns, read_features, write_features
+from ifcml.features.table import read_features, write_features
 from ifcml.io.channels import parse_channel_map
 from ifcml.io.detect import FORMATS, open_source
-from ifcml.io.store import CellStore, is_store, write_store
+from ifcml.io.store import CellStore, write_store
 from ifcml.outputs import is_ifcml_table, writing
 from ifcml.simulate import PAPER_CHANNELS, SimulatedSource, SimulationSettings, write_tiff_export
 
@@ -508,13 +509,11 @@ def train_command(
     Shows each held-out unit, its trials or epochs with the current score or loss, and an ETA;
     MLflow holds the design's run from the first step and its charts move as the work goes on.
     """
-    from ifcml.experiments.run import run_model  # mlflow, hyperopt: seconds to import
+    from ifcml.experiments.run import TrainOptions, run_model  # mlflow, hyperopt: seconds to import
 
     with tqdm(desc="train", unit=" step", file=sys.stderr) as bar:
-        result = run_model(
-            data,
-            model,
-            split,
+        options = TrainOptions(
+            split=split,
             channels=_names(channels),
             labels=_names(labels),
             max_evals=max_evals,
@@ -524,8 +523,8 @@ def train_command(
             uri=tracking_uri,
             positive=positive,
             log_trials=log_trials,
-            watch=_train_watch(bar),
         )
+        result = run_model(data, model, options, _train_watch(bar))
         bar.update(bar.total - bar.n)  # the final refit is done too
     shown = [
         "balanced_accuracy",

@@ -31,6 +31,7 @@ import numpy as np
 import pandas as pd
 
 CUTOFFS = (0.25, 0.10)  # the paper's slow-early-responder lines
+DEFAULT_POSITIVE = "leukemic"  # the paper's readout class
 BOOTSTRAP = 2000
 MIN_SEPARATION = 0.05  # tpr - fpr below this: the correction would divide by (almost) nothing
 

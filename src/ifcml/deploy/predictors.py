@@ -15,11 +15,12 @@ from functools import lru_cache
 import numpy as np
 import pandas as pd
 
+from ifcml.cells import FAILED, METADATA
 from ifcml.deploy.cells import CellImages, from_store
 from ifcml.errors import InputError
 from ifcml.executors import executor
 from ifcml.features.recipe import Recipe
-from ifcml.features.table import FAILED, METADATA, measure_images
+from ifcml.features.table import measure_images
 from ifcml.io.store import CellStore
 
 UNCLASSIFIED = -1  # a cell whose outline was not found: not measured, so not classified

@@ -18,8 +18,8 @@ from pathlib import Path
 import pandas as pd
 import pyarrow.parquet as pq
 
+from ifcml.cells import CELL, LABEL
 from ifcml.experiments.spec import Data, ExperimentSpec
-from ifcml.features.table import CELL, LABEL
 from ifcml.gating.apply import label_from, membership
 from ifcml.gating.steps import Gating, chain_membership, measure_for, resolve, strategy_columns
 from ifcml.gating.strategy import load_strategy

@@ -33,12 +33,14 @@ from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
+from ifcml.cells import LABEL, is_store
 from ifcml.errors import InputError
 from ifcml.executors import executor
-from ifcml.experiments.evaluate import LABEL, Evaluation
+from ifcml.experiments.design import Design
 from ifcml.experiments.gated_data import gating_digest, gatings, is_gated, measure_gating_table, relabelled
 from ifcml.experiments.mlflow_store import connect, search_all
-from ifcml.experiments.run import Prepared, check_positive, prepare, run_name, run_params, run_tags
+from ifcml.experiments.results import Evaluation
+from ifcml.experiments.run import check_positive, design_class, prepare, run_name, run_params, run_tags
 from ifcml.experiments.spec import ExperimentSpec
 from ifcml.experiments.splits import confound_check
 from ifcml.experiments.tracking import (
@@ -50,7 +52,6 @@ from ifcml.experiments.tracking import (
     read_fold,
     use_experiment,
 )
-from ifcml.models.network_spec import NetworkSpec
 
 FINAL = "final"
 
@@ -102,32 +103,32 @@ def run_grid(
         for size in spec.train_sizes()
     ]
     for m, channel_set, size in designs:
-        prepared = _prepared(spec, m, channel_set, size)
-        check_positive(prepared, spec.positive if "positive" in spec.model_fields_set else None)
-        reports = confound_check(prepared.table)
+        design = _design(spec, m, channel_set, size)
+        check_positive(design, spec.positive if "positive" in spec.model_fields_set else None)
+        reports = confound_check(design.table)
         confounds.update(r.message() for r in reports)
-        design = _key(spec, prepared, channel_set)
-        parent = _find_parent(client, experiment_id, design)
-        design_folds = prepared.folds(spec.split, spec.seed)
+        key = _key(spec, design, channel_set)
+        parent = _find_parent(client, experiment_id, key)
+        design_folds = design.folds(spec.split, spec.seed)
         if parent is not None and parent.info.status == "FINISHED":
             skipped += len(design_folds) + 1
             continue
         if parent is None:  # open one, then take the earliest (another grid may have opened one too)
-            _open(spec, prepared, channel_set, reports, design)
-            parent = _find_parent(client, experiment_id, design)
+            _open(spec, design, channel_set, reports, key)
+            parent = _find_parent(client, experiment_id, key)
         finished, running = _fold_states(client, parent.info.run_id)
         folds = []
         for fold in design_folds:
-            key = f"{design}/{fold.name}"
-            if key in finished:
+            task_key = f"{key}/{fold.name}"
+            if task_key in finished:
                 skipped += 1
-            elif key in running:
+            elif task_key in running:
                 elsewhere += 1
             else:
-                folds.append(Task(spec, m, channel_set, fold.name, key, parent.info.run_id, uri, size))
-        if any(f"{design}/{fold.name}" in running for fold in design_folds):
+                folds.append(Task(spec, m, channel_set, fold.name, task_key, parent.info.run_id, uri, size))
+        if any(f"{key}/{fold.name}" in running for fold in design_folds):
             continue  # the grid running those folds pools the design
-        final = Task(spec, m, channel_set, FINAL, f"{design}/{FINAL}", parent.info.run_id, uri, size)
+        final = Task(spec, m, channel_set, FINAL, f"{key}/{FINAL}", parent.info.run_id, uri, size)
         plans.append((folds, final))
     if on_total:
         on_total(sum(len(folds) + 1 for folds, _ in plans))
@@ -177,12 +178,12 @@ def prepare_data(
     from ifcml.features.table import write_features
     from ifcml.io.channels import parse_channel_map
     from ifcml.io.detect import open_source
-    from ifcml.io.store import CellStore, is_store, write_store
+    from ifcml.io.store import CellStore, write_store
     from ifcml.outputs import claimed
 
     data = spec.data
     models = spec.model_specs()
-    classical = [m for m in models if not isinstance(m, NetworkSpec)]
+    classical = [m for m in models if design_class(m).reads == "features"]
     if classical and data.features is None:
         raise InputError(f"experiment {spec.name}: data.features is needed for {classical[0].name}")
 
@@ -241,13 +242,13 @@ def run_task(task: Task) -> str | None:
     client = connect(task.uri)
     run = None
     try:
-        prepared = _prepared(task.spec, task.model, task.channel_set, task.train_cells)
+        design = _design(task.spec, task.model, task.channel_set, task.train_cells)
         if task.fold == FINAL:
-            _finish(client, task, prepared)
+            _finish(client, task, design)
             return None
-        fold = next(f for f in prepared.folds(task.spec.split, task.spec.seed) if f.name == task.fold)
-        run = open_fold(client, task.parent, fold.name, {**_tags_of(task, prepared), TASK_TAG: task.key})
-        prepared.record_fold(client, run, fold, task.spec.seed, task.spec.max_evals, task.spec.log_trials)
+        fold = next(f for f in design.folds(task.spec.split, task.spec.seed) if f.name == task.fold)
+        run = open_fold(client, task.parent, fold.name, {**_tags_of(task, design), TASK_TAG: task.key})
+        design.record_fold(client, run, fold, task.spec.seed, task.spec.max_evals, task.spec.log_trials)
         _keep_earliest(client, task)
         return None
     except Exception as exc:  # recorded, and the grid goes on with the other tasks
@@ -256,14 +257,14 @@ def run_task(task: Task) -> str | None:
         return message
 
 
-def _finish(client: MlflowClient, task: Task, prepared: Prepared) -> None:
+def _finish(client: MlflowClient, task: Task, design: Design) -> None:
     if client.get_run(task.parent).info.status == "FINISHED":  # another grid of this spec pooled it
         return
     by_fold = _finished_by_fold(client, task.parent)
-    folds = prepared.folds(task.spec.split, task.spec.seed)
-    evaluation = Evaluation(prepared.spec.name, prepared.classes)
+    folds = design.folds(task.spec.split, task.spec.seed)
+    evaluation = Evaluation(design.spec.name, design.classes)
     evaluation.folds = [read_fold(client, by_fold[fold.name].info.run_id) for fold in folds]
-    prepared.close_run(task.parent, evaluation, task.spec.seed, task.spec.max_evals, task.spec.positive)
+    design.close_run(task.parent, evaluation, task.spec.seed, task.spec.max_evals, task.spec.positive)
 
 
 def _children(client: MlflowClient, parent: str, status: str | None = None) -> list[Run]:
@@ -291,41 +292,41 @@ def _keep_earliest(client: MlflowClient, task: Task) -> None:
         client.delete_run(late.info.run_id)
 
 
-def _prepared(spec: ExperimentSpec, model: int, channel_set: str, train_cells: int | None = None) -> Prepared:
+def _design(spec: ExperimentSpec, model: int, channel_set: str, train_cells: int | None = None) -> Design:
     """The design's data; a learning curve's points share one read of it."""
-    return replace(_prepared_once(spec.model_dump_json(), model, channel_set), train_cells=train_cells)
+    return _design_once(spec.model_dump_json(), model, channel_set).at_size(train_cells)
 
 
 @lru_cache(maxsize=4)
-def _prepared_once(spec_json: str, model: int, channel_set: str) -> Prepared:
+def _design_once(spec_json: str, model: int, channel_set: str) -> Design:
     """The design's data, read once per process (tasks of one design share a worker's copy)."""
     spec = ExperimentSpec.model_validate_json(spec_json)
     model_spec = spec.model_specs()[model]
     data = spec.data
-    path = data.store if isinstance(model_spec, NetworkSpec) else data.features
+    path = data.features if design_class(model_spec).reads == "features" else data.store
     if path is None:
         raise InputError(f"experiment {spec.name}: data.features is needed for {model_spec.name}")
     relabel = relabelled(spec_json) if is_gated(data) else (lambda table: data.relabel(table, LABEL))
-    prepared = prepare(path, model_spec, spec.channel_sets[channel_set], relabel)
-    if prepared.table[LABEL].nunique() < 2:
+    design = prepare(path, model_spec, spec.channel_sets[channel_set], relabel)
+    if design.table[LABEL].nunique() < 2:
         steps = "data.labels_from / data.merge / data.labels / data.gates"
         raise InputError(f"{path}: fewer than two labels left after {steps}")
     if not is_gated(data):
-        return prepared
+        return design
     steps = gatings(spec_json)
-    inputs = None if prepared.inputs is None else {**prepared.inputs, "gates": [g.to_dict() for g in steps]}
-    params = {**prepared.params, "gates": ", ".join(f"{g.file_name}:{g.keep}" for g in steps)}
+    inputs = None if design.inputs is None else {**design.inputs, "gates": [g.to_dict() for g in steps]}
+    params = {**design.params, "gates": ", ".join(f"{g.file_name}:{g.keep}" for g in steps)}
     if data.labels_from:
         params["labels_from"] = f"{Path(data.labels_from.strategy).name}:{','.join(data.labels_from.gates)}"
-    digest = f"{prepared.digest}-gates-{gating_digest(spec_json)}"
-    return replace(prepared, inputs=inputs, params=params, digest=digest)
+    digest = f"{design.digest}-gates-{gating_digest(spec_json)}"
+    return replace(design, inputs=inputs, params=params, digest=digest)
 
 
-def _key(spec: ExperimentSpec, prepared: Prepared, channel_set: str) -> str:
+def _key(spec: ExperimentSpec, design: Design, channel_set: str) -> str:
     what = [
-        prepared.digest,
-        prepared.spec.model_dump(mode="json"),
-        prepared.channels,
+        design.digest,
+        design.spec.model_dump(mode="json"),
+        design.channels,
         channel_set,
         spec.split,
         spec.seed,
@@ -333,14 +334,14 @@ def _key(spec: ExperimentSpec, prepared: Prepared, channel_set: str) -> str:
         spec.data.labels,
         spec.data.merge,
     ]
-    if prepared.train_cells is not None:  # full-size designs keep the keys they had before curves
-        what.append(prepared.train_cells)
+    if design.train_cells is not None:  # full-size designs keep the keys they had before curves
+        what.append(design.train_cells)
     return hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def _tags_of(task: Task, prepared: Prepared) -> dict[str, str]:
+def _tags_of(task: Task, design: Design) -> dict[str, str]:
     return {
-        **run_tags(prepared, task.spec.split, [], task.channel_set),
+        **run_tags(design, task.spec.split, [], task.channel_set),
         DESIGN_TAG: task.key.split("/")[0],
     }
 
@@ -384,10 +385,10 @@ def _fold_states(client: MlflowClient, parent: str) -> tuple[set[str], set[str]]
     return finished, running - finished
 
 
-def _open(spec: ExperimentSpec, prepared: Prepared, channel_set: str, reports, design: str) -> str:
-    tags = {**run_tags(prepared, spec.split, reports, channel_set), DESIGN_TAG: design}
-    params = run_params(prepared, spec.split, spec.seed, spec.max_evals, spec.positive)
-    return prepared.open_run(spec.name, run_name(prepared, channel_set), tags, params)
+def _open(spec: ExperimentSpec, design: Design, channel_set: str, reports, key: str) -> str:
+    tags = {**run_tags(design, spec.split, reports, channel_set), DESIGN_TAG: key}
+    params = run_params(design, spec.split, spec.seed, spec.max_evals, spec.positive)
+    return design.open_run(spec.name, run_name(design, channel_set), tags, params)
 
 
 def _record_failure(client: MlflowClient, task: Task, run: str | None, message: str, trace: str) -> None:

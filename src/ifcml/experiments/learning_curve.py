@@ -1,7 +1,7 @@
 """Learning curves from a grid's designs: balanced accuracy against training cells per class.
 
 A spec's ``learning_curve`` runs every (model, channel set) again with each training set cut to
-N cells per class (:meth:`ifcml.experiments.run.Prepared.folds`). Here those designs become one
+N cells per class (:meth:`ifcml.experiments.design.Design.folds`). Here those designs become one
 curve per model and channel set, and the sentences a reader wants from them: which model leads
 at each size, and where two curves cross (or that none do within the sizes tried). The x value
 is what the folds really trained on (their mean training cells over the number of classes), so

@@ -18,6 +18,7 @@ from ifcml.errors import InputError
 from ifcml.models.classical import ModelSpec
 from ifcml.models.network_spec import NetworkSpec
 from ifcml.models.registry import load_model_spec
+from ifcml.readout import DEFAULT_POSITIVE
 from ifcml.specs import describe, load_spec
 
 EXPERIMENTS_DIR = Path(__file__).resolve().parents[3] / "experiments"
@@ -93,7 +94,7 @@ class ExperimentSpec(_Strict):
     split: str = "leave-one-instance-out"
     max_evals: int | None = Field(None, ge=1)  # classical models' hyperopt budget (default: the spec's)
     seed: int = Field(0, ge=0, le=2**32 - 1)  # numpy's and hyperopt's seeds are unsigned 32-bit
-    positive: str = "leukemic"  # the class whose fraction is the readout (must be a label when given)
+    positive: str = DEFAULT_POSITIVE  # the class whose fraction is the readout (must be a label when given)
     log_trials: bool = False  # hyperopt trials as nested MLflow runs too (they are always a table)
     # training cells per class, e.g. [250, 500, 1000, all]: every design again at each size
     learning_curve: list[Annotated[int, Field(ge=1)] | Literal["all"]] = []

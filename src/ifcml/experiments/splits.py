@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import StratifiedKFold
 
+from ifcml.cells import column
 from ifcml.errors import InputError
 
 SPLITS = (
@@ -39,11 +40,11 @@ def make_folds(cells: pd.DataFrame, split: str, seed: int = 0) -> list[Fold]:
     without the ``Metadata_`` prefix) for a split named as in :data:`SPLITS`."""
     kind, _, argument = split.partition(":")
     if kind == "leave-one-instance-out":
-        return list(_leave_one_group_out(_column(cells, "instance")))
+        return list(_leave_one_group_out(column(cells, "instance")))
     if kind == "leave-one-group-out" and argument:
-        return list(_leave_one_group_out(_column(cells, argument)))
+        return list(_leave_one_group_out(column(cells, argument)))
     if kind == "holdout" and argument:
-        instances = _column(cells, "instance")
+        instances = column(cells, "instance")
         held = [name.strip() for name in argument.split(",") if name.strip()]
         unknown = sorted(set(held) - set(instances))
         if unknown:
@@ -51,7 +52,7 @@ def make_folds(cells: pd.DataFrame, split: str, seed: int = 0) -> list[Fold]:
         test = np.flatnonzero(instances.isin(held))
         return [Fold("+".join(held), np.flatnonzero(~instances.isin(held)), test)]
     if kind == "stratified-kfold" and argument.isdigit() and int(argument) >= 2:
-        labels = _column(cells, "label")
+        labels = column(cells, "label")
         folds = StratifiedKFold(int(argument), shuffle=True, random_state=seed).split(labels, labels)
         return [Fold(f"fold{k}", train, test) for k, (train, test) in enumerate(folds)]
     raise InputError(f"unknown split {split!r}; expected one of {', '.join(SPLITS)}")
@@ -68,34 +69,6 @@ def _leave_one_group_out(groups: pd.Series) -> Iterator[Fold]:
         yield Fold(name, np.flatnonzero(values != name), np.flatnonzero(values == name))
 
 
-def _column(cells: pd.DataFrame, name: str) -> pd.Series:
-    for column in (f"Metadata_{name}", name):
-        if column in cells.columns:
-            return cells[column].rename(name)
-    raise InputError(f"no column {name!r} (or Metadata_{name}) in the data to split by")
-
-
-def undersample_per_instance(cells: pd.DataFrame, rows: np.ndarray, seed: int) -> np.ndarray:
-    """The paper's balancing: within each instance, every class cut to that instance's rarest.
-
-    Classes absent from an instance do not count; the rows kept are sorted.
-    """
-    rng = np.random.default_rng(seed)
-    table = pd.DataFrame(
-        {
-            "instance": _column(cells, "instance").to_numpy()[rows],
-            "label": _column(cells, "label").to_numpy()[rows],
-            "row": rows,
-        }
-    )
-    kept = []
-    for _, part in table.groupby("instance", sort=True):
-        size = part["label"].value_counts().min()
-        for _, group in part.groupby("label", sort=True):
-            kept.append(rng.choice(group["row"].to_numpy(), size, replace=False))
-    return np.sort(np.concatenate(kept)) if kept else rows[:0]
-
-
 def limit_per_class(
     cells: pd.DataFrame, rows: np.ndarray, per_class: int, seed: int, draw: str
 ) -> np.ndarray:
@@ -105,7 +78,7 @@ def limit_per_class(
     each class keeps its lowest keys, so the draw repeats exactly and a smaller size is a subset
     of every larger one (the curve's points are nested). The rows kept are sorted.
     """
-    codes = pd.factorize(_column(cells, "label").to_numpy()[rows])[0]
+    codes = pd.factorize(column(cells, "label").to_numpy()[rows])[0]
     keys = np.random.default_rng([seed, zlib.crc32(draw.encode())]).random(len(cells))[rows]
     order = np.lexsort((keys, codes))  # by class, then key
     ranked = codes[order]
@@ -148,11 +121,11 @@ def confound_check(
     cells: pd.DataFrame, units: tuple[str, ...] = ("instance", "source")
 ) -> list[ConfoundReport]:
     """Reports for every unit column present whose cells' labels are confounded with it."""
-    labels = _column(cells, "label").astype(str)
+    labels = column(cells, "label").astype(str)
     reports = []
     for unit in units:
         try:
-            groups = _column(cells, unit).astype(str)
+            groups = column(cells, unit).astype(str)
         except InputError:
             continue
         if groups.value_counts().median() < MIN_UNIT_CELLS:  # e.g. one TIFF file per cell: not acquisitions

@@ -37,10 +37,10 @@ from mlflow.tracking import MlflowClient  # noqa: E402
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID  # noqa: E402
 from sklearn.metrics import ConfusionMatrixDisplay  # noqa: E402
 
+from ifcml.cells import LABEL, metadata_columns  # noqa: E402
 from ifcml.experiments import metrics  # noqa: E402
-from ifcml.experiments.evaluate import Evaluation, FoldResult, Trained  # noqa: E402
 from ifcml.experiments.mlflow_ui import designs_view  # noqa: E402
-from ifcml.features.table import LABEL, metadata_columns  # noqa: E402
+from ifcml.experiments.results import Evaluation, FinalModel, FoldResult  # noqa: E402
 from ifcml.models.saved import SKOPS_TRUSTED  # noqa: E402
 from ifcml.models.tuning import Trial  # noqa: E402
 from ifcml.progress import Progress  # noqa: E402
@@ -283,21 +283,12 @@ def fail_run(client: MlflowClient, run: str, message: str) -> None:
 
 
 def close_parent(
-    parent: str,
-    evaluation: Evaluation,
-    *,
-    positive: str | None,
-    seed: int,
-    spec: dict,
-    final: Trained | None,
-    dataset: pd.DataFrame,
-    inputs: dict | None = None,
-    figures: dict | None = None,
+    parent: str, evaluation: Evaluation, final: FinalModel | None, *, positive: str | None, seed: int
 ) -> dict:
-    """Pooled metrics, tables, the spec, figures (file name -> matplotlib Figure) and the final
-    model on ``parent``, which then finishes.
+    """Pooled metrics, tables, and the final model with its spec and figures on ``parent``,
+    which then finishes.
 
-    ``inputs`` (how raw images become the model's input) goes into the model's metadata, so
+    The final model's ``inputs`` (how raw images become its input) go into its metadata, so
     that ``ifcml export`` can wrap it into a model that takes raw images.
     """
     summary, per_instance = summarise(evaluation, positive, seed)
@@ -311,8 +302,10 @@ def close_parent(
         _log_tables(evaluation, per_instance)
         if rates:
             mlflow.log_dict(rates, "readout_rates.json")
-        mlflow.log_dict(spec, "spec.yaml")
-        figures = dict(figures or {})
+        figures = {}
+        if final is not None:
+            mlflow.log_dict(final.spec, "spec.yaml")
+            figures |= final.figures
         if any(f.trials for f in evaluation.folds):
             figures["trials.png"] = _trials_figure(evaluation)
         for name, figure in figures.items():
@@ -320,7 +313,7 @@ def close_parent(
             plt.close(figure)
         model_id = None
         if final is not None:  # first, so that the metrics below are the logged model's too
-            model_id = _log_model(final, dataset, evaluation.classes, spec, inputs, rates).model_id
+            model_id = _log_model(final, evaluation.classes, rates).model_id
         mlflow.log_metrics(finite, model_id=model_id)
     return summary
 
@@ -362,42 +355,35 @@ def _log_tables(evaluation: Evaluation, per_instance: pd.DataFrame) -> None:
         mlflow.log_artifacts(tmp)
 
 
-def _log_model(
-    final: Trained,
-    dataset: pd.DataFrame,
-    classes: list[str],
-    spec: dict,
-    inputs: dict | None,
-    readout: dict | None,
-) -> ModelInfo:
-    if spec.get("network"):
-        return _log_network(final, classes, spec, inputs, readout)
-    example = dataset[final.features].head(5).astype(np.float64)
-    metadata = {"classes": classes, "features": final.features, "inputs": inputs, "readout": readout}
+def _log_model(final: FinalModel, classes: list[str], readout: dict | None) -> ModelInfo:
+    if final.spec.get("network"):
+        return _log_network(final, classes, readout)
+    trained = final.trained
+    example = final.dataset[trained.features].head(5).astype(np.float64)
+    metadata = {"classes": classes, "features": trained.features, "inputs": final.inputs, "readout": readout}
     with warnings.catch_warnings():  # outputs are class codes (metadata "classes" names them), never missing
         warnings.filterwarnings("ignore", "Hint: Inferred schema contains integer column")
-        signature = infer_signature(example, final.model.predict(example))
+        signature = infer_signature(example, trained.model.predict(example))
         common = {"name": "model", "signature": signature, "input_example": example, "metadata": metadata}
-        if type(final.model).__module__.startswith("xgboost"):
-            return mlflow.xgboost.log_model(final.model, model_format="json", **common)
+        if type(trained.model).__module__.startswith("xgboost"):
+            return mlflow.xgboost.log_model(trained.model, model_format="json", **common)
         return mlflow.sklearn.log_model(
-            final.model, serialization_format="skops", skops_trusted_types=SKOPS_TRUSTED, **common
+            trained.model, serialization_format="skops", skops_trusted_types=SKOPS_TRUSTED, **common
         )
 
 
-def _log_network(
-    final: Trained, classes: list[str], spec: dict, inputs: dict | None, readout: dict | None
-) -> ModelInfo:
+def _log_network(final: FinalModel, classes: list[str], readout: dict | None) -> ModelInfo:
     """The Keras model in its native ``.keras`` format; inputs are uint8 crops as float32."""
     import keras
 
-    size = spec["crop"]["size"]
-    example = np.zeros((2, size, size, len(final.features)), np.float32)
-    metadata = {"classes": classes, "inputs": inputs, "readout": readout}
+    size = final.spec["crop"]["size"]
+    network = final.trained.model
+    example = np.zeros((2, size, size, len(final.trained.features)), np.float32)
+    metadata = {"classes": classes, "inputs": final.inputs, "readout": readout}
     return mlflow.keras.log_model(
-        final.model,
+        network,
         name="model",
-        signature=infer_signature(example, keras.ops.convert_to_numpy(final.model(example))),
+        signature=infer_signature(example, keras.ops.convert_to_numpy(network(example))),
         metadata=metadata,
         save_exported_model=False,
     )

@@ -14,9 +14,9 @@ import pandas as pd
 from pycytominer import aggregate, feature_select, normalize
 from pycytominer.operations import noise_removal
 
+from ifcml.cells import INSTANCE, LABEL, feature_columns, metadata_columns
 from ifcml.errors import InputError
 from ifcml.features.recipe import Pruning
-from ifcml.features.table import INSTANCE, LABEL, feature_columns, metadata_columns
 
 
 def select_features(table: pd.DataFrame, pruning: Pruning, seed: int = 0) -> list[str]:

@@ -25,6 +25,7 @@ import pyarrow.parquet as pq
 import yaml
 
 from ifcml import __version__
+from ifcml.cells import CELL, FAILED, METADATA, feature_columns
 from ifcml.errors import InputError, StoreError
 from ifcml.executors import executor
 from ifcml.features.objects import cell_objects, check_objects
@@ -34,21 +35,6 @@ from ifcml.io.store import CellStore
 from ifcml.outputs import is_ifcml_table, writing
 
 ENGINES = ("cp-measure", "cellprofiler")
-# height and width: each cell image's true size (an exported model brings new cells to the
-# training's tile size when every training cell had the same one)
-METADATA = [
-    "cell_id", "instance", "patient", "timepoint", "label", "object_number", "source", "height", "width",
-]  # fmt: skip
-CELL, INSTANCE, LABEL = "Metadata_cell_id", "Metadata_instance", "Metadata_label"
-FAILED = "Metadata_segmentation_failed"
-
-
-def metadata_columns(table: pd.DataFrame) -> list[str]:
-    return [c for c in table.columns if c.startswith("Metadata_")]
-
-
-def feature_columns(table: pd.DataFrame) -> list[str]:
-    return [c for c in table.columns if not c.startswith("Metadata_")]
 
 
 @dataclass(frozen=True)

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from ifcml.cells import LABEL
 from ifcml.errors import IfcmlNotice
-from ifcml.features.table import LABEL
 from ifcml.gating.strategy import Population, Strategy, StrategyError
 
 CHUNK_CELLS = 50_000

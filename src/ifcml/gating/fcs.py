@@ -19,8 +19,9 @@ import numpy as np
 import pandas as pd
 
 from ifcml import __version__
+from ifcml.cells import CELL
 from ifcml.errors import IfcmlNotice, InputError
-from ifcml.features.table import CELL, read_features
+from ifcml.features.table import read_features
 from ifcml.outputs import replace_atomically, writing
 
 MARK = "IFCML_TABLE"  # keyword naming the table an FCS file was written from (its file name:

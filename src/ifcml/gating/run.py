@@ -14,8 +14,9 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from ifcml.cells import CELL, LABEL, is_store
 from ifcml.errors import IfcmlNotice, InputError
-from ifcml.features.table import CELL, LABEL, table_manifest, write_features
+from ifcml.features.table import table_manifest, write_features
 from ifcml.gating.apply import (
     CHUNK_CELLS,
     LABEL_SOURCE,
@@ -29,7 +30,7 @@ from ifcml.gating.apply import (
 from ifcml.gating.plots import draw_gates
 from ifcml.gating.qc import Threshold, derive_qc_strategy
 from ifcml.gating.strategy import Strategy, load_strategy
-from ifcml.io.store import CellStore, is_store
+from ifcml.io.store import CellStore
 from ifcml.outputs import is_ifcml_table, replace_atomically, writing
 
 

@@ -1,10 +1,10 @@
-"""Native reader and writer of Amnis/Cytek ``.cif`` files (ImageStream, FlowSight, IDEAS).
+"""Native reader of Amnis/Cytek ``.cif`` files (ImageStream, FlowSight, IDEAS).
 
 A CIF file is a classic little-endian TIFF whose IFD chain is: one header IFD (acquisition
 XML, object count), then per object an image IFD (compression 30817) and a mask IFD
 (compression 30818). Channels sit side by side in each strip. The format, as implemented
 here, is described in ``shared/data/cif/README.md``; the codecs are in
-:mod:`ifcml.io.cif_codec`.
+:mod:`ifcml.io.cif_codec`, the writer in :mod:`ifcml.io.cif_writer`.
 
 Reading is lazy: :class:`CifFile` indexes the IFD chain once (offsets only) and decodes
 objects on demand, so memory does not grow with the file and object k is reached without
@@ -17,11 +17,10 @@ wrong; nothing in a hostile file makes the reader crash, hang or allocate withou
 from __future__ import annotations
 
 import functools
-import itertools
 import mmap
 import re
 import struct
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,8 +33,6 @@ from ifcml.io.cif_codec import (
     concatenate_strips,
     decode_greyscale_spans,
     decode_mask_spans,
-    encode_greyscale,
-    encode_mask,
 )
 
 GREYSCALE, MASK = 30817, 30818
@@ -59,7 +56,6 @@ _TYPE_FORMAT = {
     12: "d",
 }
 _TYPE_SIZE = {1: 1, 2: 1, 3: 2, 4: 4, 5: 8, 6: 1, 7: 1, 8: 2, 9: 4, 10: 8, 11: 4, 12: 8}
-_ENTRY = struct.Struct("<HHII")  # one IFD entry: tag, type, count, value or offset
 
 
 class CifError(InputError):
@@ -462,128 +458,6 @@ def cif_metadata(path: Path | str) -> CifMetadata:
         return cif.metadata
 
 
-def write_cif(
-    path: Path | str,
-    objects: Iterable[CifObject | tuple[int, np.ndarray, np.ndarray]],
-    channels: Sequence[int] | None = None,
-    brightfield: Sequence[int] = (),
-    magnification: float = 40,
-) -> int:
-    """Write objects as a CIF file that this reader reads back exactly.
-
-    The layout follows IDEAS: a header IFD with the acquisition XML and the object count,
-    then per object an image IFD and a mask IFD, each followed by its strip.
-
-    Parameters
-    ----------
-    objects
-        ``CifObject`` or (object_id, image (C, H, W) uint16, mask (C, H, W) uint8); streamed.
-    channels
-        Instrument channel numbers (1-based) of the C channels; default 1..C.
-    brightfield
-        Instrument channels lit by the bright-field LED (recorded in the XML).
-
-    Returns the number of objects written.
-    """
-    items = iter(objects)
-    first = next(items, None)
-    n_channels = _unpack(first)[1].shape[0] if first is not None else len(channels or [1])
-    channels = list(channels) if channels is not None else list(range(1, n_channels + 1))
-    if len(channels) != n_channels:
-        raise ValueError(f"{len(channels)} channel numbers given for {n_channels}-channel objects")
-    with open(path, "wb") as out:
-        count_at, link_at = _write_header(out, _acquisition_xml(channels, brightfield, magnification))
-        n = 0
-        for item in itertools.chain([first] if first is not None else [], items):
-            object_id, image, mask = _unpack(item)
-            if image.ndim != 3 or image.shape != mask.shape or image.shape[0] != n_channels:
-                raise ValueError(
-                    f"object {n}: image {image.shape} and mask {mask.shape} must both be ({n_channels}, H, W)"
-                )
-            width, height = n_channels * image.shape[2], image.shape[1]
-            strip = encode_greyscale(_join_channels(image.astype(np.uint16)))
-            link_at = _write_object_ifd(out, link_at, 2, width, height, 16, GREYSCALE, strip, object_id)
-            strip = encode_mask(_join_channels(mask.astype(np.uint8)))
-            link_at = _write_object_ifd(out, link_at, 3, width, height, 8, MASK, strip, None)
-            n += 1
-        out.seek(count_at)
-        out.write(struct.pack("<I", n))
-    return n
-
-
-# -- writer internals ----------------------------------------------------------------------
-
-
-def _unpack(item: CifObject | tuple) -> tuple[int, np.ndarray, np.ndarray]:
-    if isinstance(item, CifObject):
-        return item.object_id, np.asarray(item.image), np.asarray(item.mask)
-    object_id, image, mask = item
-    return int(object_id), np.asarray(image), np.asarray(mask)
-
-
-def _acquisition_xml(channels: Sequence[int], brightfield: Sequence[int], magnification: float) -> bytes:
-    slots = max(12, max(channels, default=0))
-    name = f"_0_{slots - 1}"
-    in_use = " ".join("1" if k + 1 in channels else "0" for k in range(slots))
-    bf = " ".join("1" if k + 1 in brightfield else "0" for k in range(slots))
-    return (
-        f"<AcquisitionSettings><Imaging>"
-        f"<ChannelInUseIndicators{name}>{in_use} </ChannelInUseIndicators{name}>"
-        f"<BfLedIndicators{name}>{bf} </BfLedIndicators{name}></Imaging>"
-        f"<Magnification>{magnification:g}</Magnification></AcquisitionSettings>\0"
-    ).encode()
-
-
-def _write_header(out, xml: bytes) -> tuple[int, int]:
-    """Write IFD 0 at offset 8 with a dummy 1x1 image, as IDEAS does.
-
-    Returns the file positions of the object count (patched at the end) and of the
-    next-IFD pointer.
-    """
-    entries = [
-        (256, 4, 1, 1), (257, 4, 1, 1), (258, 3, 1, 16), (259, 3, 1, 1), (262, 3, 1, 1),
-        (273, 4, 1, 8), (277, 3, 1, 1), (278, 4, 1, 1), (279, 4, 1, 1),
-        (33002, 3, 1, 1), (33018, 4, 1, 0), (33027, 2, len(xml), 0),
-    ]  # fmt: skip
-    entries_at = 8 + 2
-    xml_at = entries_at + 12 * len(entries) + 4  # the XML follows the IFD
-    entries[-1] = (33027, 2, len(xml), xml_at)
-    out.write(b"II*\x00" + struct.pack("<I", 8) + struct.pack("<H", len(entries)))
-    for entry in entries:
-        out.write(_ENTRY.pack(*entry))
-    link_at = out.tell()
-    out.write(struct.pack("<I", 0))
-    out.write(xml)
-    count_index = next(i for i, entry in enumerate(entries) if entry[0] == 33018)
-    return entries_at + 12 * count_index + 8, link_at  # + 8: the entry's value field
-
-
-def _write_object_ifd(
-    out, link_at: int, kind: int, width: int, height: int, bits: int, code: int, strip: bytes,
-    object_id: int | None,
-) -> int:  # fmt: skip
-    """Append one IFD followed by its strip, link it from ``link_at``; return its own link position."""
-    out.seek(0, 2)
-    at = out.tell() + out.tell() % 2  # IFDs start on a word boundary
-    if at + len(strip) + 256 >= 2**32:
-        raise ValueError("write_cif writes files of at most 4 GiB")
-    entries = [
-        (256, 4, 1, width), (257, 4, 1, height), (258, 3, 1, bits), (259, 3, 1, code), (262, 3, 1, 1),
-        (273, 4, 1, 0), (277, 3, 1, 1), (278, 4, 1, height), (279, 4, 1, len(strip)), (33002, 3, 1, kind),
-    ]  # fmt: skip
-    if object_id is not None:
-        entries.append((33003, 4, 1, object_id))
-    strip_at = at + 2 + 12 * len(entries) + 4
-    out.write(b"\0" * (at - out.tell()) + struct.pack("<H", len(entries)))
-    for tag, kind_, count, value in entries:
-        out.write(_ENTRY.pack(tag, kind_, count, strip_at if tag == 273 else value))
-    own_link = out.tell()
-    out.write(struct.pack("<I", 0) + strip)
-    out.seek(link_at)
-    out.write(struct.pack("<I", at))
-    return own_link
-
-
 @numba.njit(cache=True, nogil=True)
 def _scan_objects(buf, image_ifds, mask_ifds, n_channels, max_pixels, wrapped):  # pragma: no cover - compiled
     """Read the image/mask IFD pairs of the common layout straight from the file bytes.
@@ -658,12 +532,6 @@ def _scan_objects(buf, image_ifds, mask_ifds, n_channels, max_pixels, wrapped): 
 def _entries_struct(n: int) -> struct.Struct:
     """A parser of ``n`` consecutive 12-byte IFD entries."""
     return struct.Struct("<" + "HHII" * n)
-
-
-def _join_channels(stack: np.ndarray) -> np.ndarray:
-    """(C, H, W) -> (H, C*W): channels side by side, as in a CIF strip."""
-    c, h, w = stack.shape
-    return stack.transpose(1, 0, 2).reshape(h, c * w)
 
 
 def _split_channels(strip: np.ndarray, n_channels: int) -> np.ndarray:

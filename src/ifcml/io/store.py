@@ -36,6 +36,7 @@ import zarr
 from zarr.codecs import BloscCodec, Crc32cCodec
 
 from ifcml import __version__
+from ifcml.cells import is_store
 from ifcml.errors import IfcmlNotice, StoreError
 from ifcml.io.sources import CellChunk, Source
 from ifcml.outputs import writing
@@ -67,11 +68,6 @@ CELL_COLUMNS = pa.schema(
 
 class UnverifiedStore(IfcmlNotice):
     """A store written before chunks carried checksums: read, but damage cannot be detected."""
-
-
-def is_store(path: Path | str) -> bool:
-    """Whether ``path`` looks like a CellStore (a folder with ``meta.json``)."""
-    return (Path(path) / "meta.json").is_file()
 
 
 class CellStore:

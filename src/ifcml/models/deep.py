@@ -23,13 +23,22 @@ import pandas as pd
 from sklearn.model_selection import train_test_split
 from sklearn.utils.class_weight import compute_class_weight
 
-from ifcml.experiments.splits import undersample_per_instance
+from ifcml.cells import undersample_per_instance
 from ifcml.models import inputs
 from ifcml.models.network_spec import NetworkSpec, TrainingRecipe
 from ifcml.models.networks import augmenter, build_network, load_network
 from ifcml.progress import SILENT, Progress
 
 STATE, LAST, BEST = "state.json", "last.keras", "best.weights.h5"
+
+
+@dataclass(frozen=True)
+class TrainingCells:
+    """The cells a network learns from: crop rows (store cell ids), their labels and instances."""
+
+    rows: np.ndarray
+    labels: np.ndarray
+    instances: np.ndarray
 
 
 @dataclass
@@ -146,28 +155,26 @@ def balanced_split(
 def train_network(
     spec: NetworkSpec,
     crops: np.ndarray,
-    rows: np.ndarray,
-    labels: np.ndarray,
-    instances: np.ndarray,
+    cells: TrainingCells,
     classes: list[str],
     seed: int,
     checkpoints: Path,
-    fingerprint: str,
     progress: Progress = SILENT,
 ) -> TrainedNetwork:
-    """Train on the crops at ``rows`` (with their labels and instances) and nothing else;
-    ``progress.epoch`` hears of each epoch as it ends."""
+    """Train on the crops of ``cells`` and nothing else, checkpointing into ``checkpoints`` (a
+    folder named by what the training depends on); ``progress.epoch`` hears of each epoch."""
     recipe = spec.training
     keras.utils.set_random_seed(seed)
-    fit, validation = balanced_split(np.asarray(labels), np.asarray(instances), recipe, seed)
+    labels = np.asarray(cells.labels)
+    fit, validation = balanced_split(labels, np.asarray(cells.instances), recipe, seed)
     codes = pd.Categorical(labels, categories=classes).codes.astype(np.int64)
-    fit_rows, validation_rows = rows[fit], rows[validation]
+    fit_rows, validation_rows = cells.rows[fit], cells.rows[validation]
     means = inputs.channel_means(crops, fit_rows)
     model = build_network(spec, crops.shape[-1], len(classes), means)
     model.compile(
         keras.optimizers.Adam(recipe.learning_rate), "sparse_categorical_crossentropy", metrics=["accuracy"]
     )
-    schedule = PaperSchedule(recipe, checkpoints, fingerprint)
+    schedule = PaperSchedule(recipe, checkpoints, checkpoints.name)
     model = schedule.restore(model)
     if not schedule.finished:
         weights = None
