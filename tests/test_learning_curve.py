@@ -133,6 +133,7 @@ def test_a_curve_s_network_designs_checkpoint_apart(tmp_path):
         source="",
         digest="",
         params={},
+        crops=np.zeros((0, 48, 48, 1), np.uint8),
         checkpoint_root=tmp_path,
     )
     folders = [full.at_size(n).checkpoints for n in (50, 200)] + [full.checkpoints]

@@ -17,7 +17,7 @@ import pandas as pd
 
 from ifcml.cells import INSTANCE, LABEL, feature_columns, is_store, undersample_per_instance, usable_cells
 from ifcml.errors import InputError
-from ifcml.experiments.design import Design, chosen_channels
+from ifcml.experiments.design import Design, Relabel, chosen_channels
 from ifcml.experiments.results import Trained
 from ifcml.features.naming import columns_for_channels
 from ifcml.features.prune import select_features
@@ -38,7 +38,14 @@ class ClassicalDesign(Design):
     reads = "features"
 
     @classmethod
-    def read(cls, data: Path, spec: ModelSpec, channels: list[str] | None, relabel, pruning: Pruning):
+    def read(
+        cls,
+        data: Path,
+        spec: ModelSpec,
+        channels: list[str] | None,
+        relabel: Relabel | None,
+        pruning: Pruning,
+    ) -> ClassicalDesign:
         """The feature table at ``data``, its usable cells and the chosen channels' features."""
         if is_store(data):
             raise InputError(

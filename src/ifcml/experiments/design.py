@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar, Self
 
 import numpy as np
 import pandas as pd
@@ -24,14 +25,19 @@ from ifcml.errors import InputError
 from ifcml.experiments.results import Evaluation, FinalModel, FoldResult, Trained
 from ifcml.experiments.splits import Fold, limit_per_class, make_folds
 from ifcml.experiments.tracking import close_parent, finish_fold, fold_progress, open_parent
+from ifcml.features.recipe import Pruning
+from ifcml.models.classical import ModelSpec
+from ifcml.models.network_spec import NetworkSpec
 from ifcml.progress import SILENT, Progress
+
+Relabel = Callable[[pd.DataFrame], pd.DataFrame]  # merges / subsets the Metadata_label column
 
 
 @dataclass
 class Design(ABC):
     """A model, its channels and the usable cells: everything a fold or the final refit needs."""
 
-    spec: object  # the model spec (classical or network)
+    spec: ModelSpec | NetworkSpec
     table: pd.DataFrame  # usable cells, Metadata_ names (and features, for classical models)
     channels: list[str]
     source: str  # the feature table or store read
@@ -42,6 +48,13 @@ class Design(ABC):
 
     branch: ClassVar[str]  # the MLflow tag: "classical" or "deep"
     reads: ClassVar[str]  # what the design reads from an experiment's data: "features" or "store"
+
+    @classmethod
+    @abstractmethod
+    def read(
+        cls, data: Path, spec: Any, channels: list[str] | None, relabel: Relabel | None, pruning: Pruning
+    ) -> Self:
+        """The design of ``spec`` on the data at ``data`` (its usable cells, relabelled first)."""
 
     @abstractmethod
     def train(self, rows: np.ndarray, seed: int, max_evals: int | None, progress: Progress) -> Trained:
@@ -64,7 +77,7 @@ class Design(ABC):
 
     @property
     def name(self) -> str:
-        return self.spec.name  # type: ignore[attr-defined]
+        return self.spec.name
 
     @property
     def classes(self) -> list[str]:
@@ -180,7 +193,7 @@ class Design(ABC):
             self.spec.model_dump(mode="json"),
             self.table,
             self.inputs,
-            self.figures(final, seed),  # type: ignore[attr-defined]
+            self.figures(final, seed),
         )
         summary = close_parent(parent, evaluation, model, positive=positive, seed=seed)
         self.finished()

@@ -20,8 +20,9 @@ import numpy as np
 
 from ifcml.cells import CELL, INSTANCE, LABEL, is_store, usable_cells, with_metadata_names
 from ifcml.errors import InputError
-from ifcml.experiments.design import Design, chosen_channels
+from ifcml.experiments.design import Design, Relabel, chosen_channels
 from ifcml.experiments.results import Trained
+from ifcml.features.recipe import Pruning
 from ifcml.models.network_spec import NetworkSpec
 from ifcml.progress import SILENT, Progress
 
@@ -29,14 +30,21 @@ from ifcml.progress import SILENT, Progress
 @dataclass(kw_only=True)
 class NetworkDesign(Design):
     spec: NetworkSpec
-    crops: np.ndarray | None = None  # every store cell's crop, by cell id
-    checkpoint_root: Path | None = None  # where this data's trainings checkpoint
+    crops: np.ndarray  # every store cell's crop, by cell id
+    checkpoint_root: Path  # where this data's trainings checkpoint
 
     branch = "deep"
     reads = "store"
 
     @classmethod
-    def read(cls, data: Path, spec: NetworkSpec, channels: list[str] | None, relabel, pruning=None):
+    def read(
+        cls,
+        data: Path,
+        spec: NetworkSpec,
+        channels: list[str] | None,
+        relabel: Relabel | None,
+        pruning: Pruning,
+    ) -> NetworkDesign:
         """The store at ``data``, its usable cells and their crops (cached across runs)."""
         from ifcml.io.store import CellStore
         from ifcml.models.inputs import cache_dir, cached_crops
@@ -69,10 +77,10 @@ class NetworkDesign(Design):
         )  # fmt: skip
 
     @property
-    def checkpoints(self) -> Path | None:
+    def checkpoints(self) -> Path:
         """This design's own checkpoint folder: a learning curve's designs share the data, and
         one finishing (which deletes its folder) must not delete another's trainings."""
-        return self.checkpoint_root / f"cells_{self.train_size}" if self.checkpoint_root else None
+        return self.checkpoint_root / f"cells_{self.train_size}"
 
     def train(
         self, rows: np.ndarray, seed: int, max_evals: int | None = None, progress: Progress = SILENT
@@ -110,8 +118,7 @@ class NetworkDesign(Design):
         return {"embedding_tsne.png": embedding_figure(final.model, self.crops, cells, labels, title, seed)}
 
     def finished(self) -> None:
-        if self.checkpoints:
-            shutil.rmtree(self.checkpoints, ignore_errors=True)
+        shutil.rmtree(self.checkpoints, ignore_errors=True)
 
     def _fingerprint(self, seed: int, rows: np.ndarray) -> str:
         """What a training depends on: spec, data (the store's hash), channels, classes, rows, seed."""

@@ -6,6 +6,7 @@ Both branches give the same records, so metrics, tracking and the report treat t
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -17,7 +18,7 @@ from ifcml.models.tuning import Trial
 class Trained:
     """A model fitted on some rows, with everything that was learnt from those rows alone."""
 
-    model: object
+    model: Any  # a fitted scikit-learn / XGBoost estimator or a Keras model
     features: list[str]  # the model's inputs: feature columns, or a network's channels
     params: dict
     trials: list[Trial]

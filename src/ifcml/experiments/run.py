@@ -11,12 +11,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import pandas as pd
-
 from ifcml.cells import INSTANCE, LABEL
 from ifcml.errors import InputError
 from ifcml.experiments.classical_design import ClassicalDesign
-from ifcml.experiments.design import Design
+from ifcml.experiments.design import Design, Relabel
 from ifcml.experiments.mlflow_store import connect, tracking_uri
 from ifcml.experiments.network_design import NetworkDesign
 from ifcml.experiments.results import Evaluation
@@ -29,7 +27,6 @@ from ifcml.models.registry import load_model_spec
 from ifcml.progress import SILENT, Progress
 from ifcml.readout import DEFAULT_POSITIVE
 
-Relabel = Callable[[pd.DataFrame], pd.DataFrame]  # merges / subsets the Metadata_label column
 ModelSpecs = ModelSpec | NetworkSpec
 DESIGNS: dict[type, type[Design]] = {ModelSpec: ClassicalDesign, NetworkSpec: NetworkDesign}
 TRAIN_SIZE_TAG = "train_cells_per_class"  # "all", or a learning curve's cap
