@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-import tempfile
 import warnings
 from contextlib import ExitStack, contextmanager, nullcontext
 from pathlib import Path
@@ -32,7 +31,7 @@ from ifcml.features.table import read_features, write_features
 from ifcml.io.channels import parse_channel_map
 from ifcml.io.detect import FORMATS, open_source
 from ifcml.io.store import CellStore, write_store
-from ifcml.outputs import is_ifcml_table, writing
+from ifcml.outputs import is_ifcml_table, replace_atomically, writing
 from ifcml.simulate import PAPER_CHANNELS, SimulatedSource, SimulationSettings, write_tiff_export
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")  # TensorFlow's start-up INFO lines are noise here
@@ -199,40 +198,18 @@ def demo(
     step resumes: finished outputs and finished grid tasks are skipped, so an interrupted demo
     goes on where it stopped.
     """
-    from ifcml.experiments.compare import write_report
-    from ifcml.experiments.gated_data import gating_summary
-    from ifcml.experiments.grid import prepare_data, run_grid
-    from ifcml.experiments.mlflow_store import connect
-    from ifcml.experiments.spec import EXPERIMENTS_DIR, load_experiment
+    from ifcml import demo as steps
 
-    settings = SimulationSettings(seed=seed)
-    raw, store_path = out / "simulated_tiff", out / "store"
-    if not raw.exists():
-        out.mkdir(parents=True, exist_ok=True)
-        run_simulation(settings, raw, "tiff")
-    if not store_path.exists():
-        sources = [
-            open_source(p, "tiff", channels=settings.channels) for p in sorted(raw.iterdir()) if p.is_dir()
-        ]
-        with cell_progress(sum(s.n_candidates for s in sources), "ingest") as update:
-            write_store(sources, store_path, samples=pd.read_csv(raw / "samples.csv"), on_cells=update)
-    info(store_path, as_json=False)
-    spec = load_experiment(EXPERIMENTS_DIR / "demo.yaml")
-    labels_from = spec.data.labels_from.model_copy(  # the shipped strategy, wherever the demo runs
-        update={"strategy": str(EXPERIMENTS_DIR.parent / spec.data.labels_from.strategy)}
-    )
-    data = spec.data.model_copy(
-        update={"store": store_path, "features": out / "features.parquet", "labels_from": labels_from}
-    )
-    spec = spec.model_copy(update={"data": data, "seed": seed})
-    workers = len(os.sched_getaffinity(0))
-    with cell_progress(CellStore(store_path).n_cells, "features") as update:
-        prepare_data(spec, workers, on_cells=update)
-    for line in gating_summary(spec, CellStore(store_path).cells.set_index("cell_id")["label"]):
+    run, settings = steps.Demo(out, seed), SimulationSettings(seed=seed)
+    cells = steps.simulate(settings, run.raw, cell_progress)
+    console.print(f"simulated {cells} cells: {run.raw}", highlight=False)
+    steps.ingest(run.raw, run.store, cell_progress, settings.channels)
+    info(run.store, as_json=False)
+    spec = steps.experiment(run)
+    for line in steps.measure(run, spec, cell_progress):
         console.print(line, highlight=False)
-    uri = f"sqlite:///{(out / 'mlflow.db').resolve()}"
     with tqdm(desc="grid", unit=" tasks", file=sys.stderr) as bar:
-        report = run_grid(spec, uri, workers, on_task=bar.update, on_total=lambda n: bar.reset(total=n))
+        report = steps.grid(run, spec, on_task=bar.update, on_total=lambda n: bar.reset(total=n))
     for message in report.confounds:
         _warn(message)
     console.print(
@@ -242,42 +219,23 @@ def demo(
     )
     for failure in report.failed:
         console.print(f"[red]failed[/red] {failure}", highlight=False)
-    page, _ = write_report(connect(uri), spec.name, out / "report")
+    page = steps.report(run, spec)
     if report.failed:  # the best design is only known once every design has finished
         _warn("export and readout skipped until every grid task has finished: run `ifcml demo` again")
     else:
-        _demo_readout(out, spec.name, uri, seed, workers)
+        exported = steps.export(run, spec)
+        if exported:
+            _print_exported(exported)
+        samples = steps.read_out(run, cell_progress)
+        from ifcml.deploy.predict import model_card
+
+        console.print(f"new patients, read out by {model_card(run.model).summary}:", highlight=False)
+        _print_samples(samples)
+        console.print(f"per cell: {run.predictions / 'cells.csv'}", highlight=False)
     console.print(f"report: {page.resolve()}", highlight=False)
-    _print_ui(uri, report.experiment_id)
+    _print_ui(run.uri, report.experiment_id)
     if report.failed:
         raise typer.Exit(1)
-
-
-def _demo_readout(out: Path, experiment: str, uri: str, seed: int, workers: int) -> None:
-    """The demo's last steps: export the best design, then read out new simulated patients."""
-    from ifcml.deploy.predict import model_card, write_predictions
-
-    model_dir, new_raw, predictions = out / "model", out / "new_samples_tiff", out / "predictions"
-    if not model_dir.exists():
-        export_command(experiment, model_dir, tracking_uri=uri)
-    card = model_card(model_dir)
-    channels = {k: v for k, v in PAPER_CHANNELS.items() if v in card.channels}  # label-free acquisition
-    if not new_raw.exists():  # other patients than the grid's: another seed
-        run_simulation(SimulationSettings(patients=2, channels=channels, seed=seed + 1), new_raw, "tiff")
-    if not (predictions / "samples.csv").exists():
-        with tempfile.TemporaryDirectory(dir=out) as tmp:
-            sources = [
-                open_source(p, "tiff", channels=channels, instance=f"new_{p.name}")
-                for p in sorted(new_raw.iterdir())
-                if p.is_dir()
-            ]
-            with cell_progress(sum(s.n_candidates for s in sources), "ingest") as update:
-                store = write_store(sources, Path(tmp) / "store", on_cells=update)
-            with cell_progress(store.n_cells, "predict") as update:
-                write_predictions(model_dir, [store], predictions, workers, update)
-    console.print(f"new patients, read out by {card.summary}:", highlight=False)
-    _print_samples(pd.read_csv(predictions / "samples.csv"))
-    console.print(f"per cell: {predictions / 'cells.csv'}", highlight=False)
 
 
 @app.command()
@@ -339,9 +297,7 @@ def prune(
         kept = select_features(cells, settings.pruning)
         metadata = metadata_columns(cells)
         pruned = normalise(cells[metadata + kept], kept, settings.pruning)
-        tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-        pruned.to_parquet(tmp, index=False)
-        tmp.replace(out)
+        replace_atomically(out, lambda tmp: pruned.to_parquet(tmp, index=False))
     out.with_suffix(".kept.txt").write_text("\n".join(kept) + "\n")
     out.with_suffix(".recipe.yaml").write_text(yaml.safe_dump(settings.model_dump(), sort_keys=False))
     console.print(
@@ -685,6 +641,10 @@ def export_command(
 
     client = connect(default_uri(tracking_uri), existing=True)
     exported = export_model(client, experiment, metric, out, model=model, register=register, alias=alias)
+    _print_exported(exported)
+
+
+def _print_exported(exported) -> None:
     console.print(
         f"exported {exported.model} | {exported.channel_set} ({exported.metric} {exported.value:.3f}, "
         f"run {exported.run_id}) to {exported.path}",

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import shutil
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -90,12 +91,19 @@ def writing(out: Path, overwrite: bool, is_ours: Callable[[Path], bool], what: s
         yield
 
 
-def replace_atomically(out: Path, write: Callable[[Path], None]) -> None:
-    """Have ``write`` fill a private temporary file beside ``out``, then rename it into place:
-    readers see the old output or the new one, never half of one."""
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+def replace_atomically(out: Path, write: Callable[[Path], None]) -> Path:
+    """Have ``write`` fill a private temporary file (or folder) beside ``out``, then rename it
+    into place: readers see the old output or the new one, never half of one, and a failed
+    write leaves nothing behind. The temporary name ends as ``out``'s does (``.weights.h5``,
+    ``.keras``, ``.npy``: some writers choose the format by it). A folder replaces only a
+    missing or empty ``out``. Returns ``out``."""
+    tmp = out.with_name(f".tmp-{os.getpid()}-{out.name}")
     try:
         write(tmp)
         tmp.replace(out)
     finally:
-        tmp.unlink(missing_ok=True)
+        if tmp.is_dir():
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            tmp.unlink(missing_ok=True)
+    return out

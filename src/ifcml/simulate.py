@@ -15,7 +15,6 @@ store. Everything is deterministic given the seed.
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +26,7 @@ from scipy import ndimage
 
 from ifcml.errors import InputError
 from ifcml.io.sources import CellChunk
+from ifcml.outputs import replace_atomically
 
 #: Instrument channels of the paper's panel that the simulator renders (Doan et al. 2020).
 PAPER_CHANNELS: dict[int, str] = {
@@ -424,9 +424,9 @@ def write_tiff_export(
     out = Path(out)
     if out.exists():
         raise InputError(f"{out}: already exists; choose another output folder")
-    tmp = out.parent / f".{out.name}.simulate-tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
+
+    def write(tmp: Path) -> None:
+        tmp.mkdir()
         for chunk in source.chunks(256):
             for j in range(len(chunk)):
                 folder = tmp / chunk.instances[j]
@@ -439,8 +439,5 @@ def write_tiff_export(
             if on_cells:
                 on_cells(len(chunk))
         source.samples.to_csv(tmp / "samples.csv", index=False)
-        tmp.rename(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return out
+
+    return replace_atomically(out, write)

@@ -14,8 +14,6 @@ the model's copy, cut off from its repository's ``models/`` and ``experiments/``
 
 from __future__ import annotations
 
-import os
-import shutil
 import tempfile
 import warnings
 from dataclasses import dataclass
@@ -35,7 +33,7 @@ from ifcml.errors import InputError
 from ifcml.experiments.compare import design_runs
 from ifcml.experiments.mlflow_ui import lower_is_better
 from ifcml.experiments.run import TRAIN_SIZE_TAG
-from ifcml.outputs import claimed
+from ifcml.outputs import claimed, replace_atomically
 
 SIGNATURE = ModelSignature(params=ParamSchema([ParamSpec("workers", "long", 1)]))
 
@@ -136,12 +134,9 @@ def _export(
             "signature": SIGNATURE,
             "metadata": metadata,
         }
-        staging = out.with_name(f".{out.name}.partial-{os.getpid()}")
-        shutil.rmtree(staging, ignore_errors=True)
         with warnings.catch_warnings():  # an input example would be images; ifcml checks inputs itself
             warnings.filterwarnings("ignore", ".*An input example was not provided")
-            mlflow.pyfunc.save_model(staging, **arguments)
-            os.replace(staging, out)
+            replace_atomically(out, lambda staging: mlflow.pyfunc.save_model(staging, **arguments))
             registered = (
                 _register(client, experiment, run_id, register, alias, arguments) if register else None
             )

@@ -25,7 +25,6 @@ CSV) and its reason in ``no_call``, never False: with 100 cells the 95 % binomia
 
 from __future__ import annotations
 
-import os
 import re
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
@@ -39,7 +38,7 @@ from ifcml.deploy.model_folder import check_exported
 from ifcml.errors import InputError
 from ifcml.gating.steps import GATE_COLUMN, Gating, gate_store, removed_by_gate
 from ifcml.io.store import CellStore
-from ifcml.outputs import claimed
+from ifcml.outputs import claimed, replace_atomically
 from ifcml.readout import CUTOFFS, ErrorRates, estimate
 
 CUTOFF = CUTOFFS[0]  # the classify-and-count call's line (the paper's 25 %)
@@ -157,9 +156,7 @@ def _predict_into(
     samples = sample_readout(cells, card, min_cells)
     out.mkdir(parents=True, exist_ok=True)
     for table, path in ((cells, targets[0]), (samples, targets[1])):
-        partial = path.with_name(f".{path.name}.{os.getpid()}")
-        table.to_csv(partial, index=False)
-        os.replace(partial, path)
+        replace_atomically(path, lambda tmp, table=table: table.to_csv(tmp, index=False))
     return samples
 
 

@@ -109,6 +109,13 @@ class ClassicalDesign(Design):
         values = self.table.iloc[rows][trained.features]
         return trained.model.predict(values), class_probabilities(trained.model, values, len(self.classes))
 
+    @property
+    def flavor(self) -> str:
+        return self.spec.family.flavor
+
+    def example(self, trained: Trained) -> pd.DataFrame:
+        return self.table[trained.features].head(5).astype(np.float64)
+
     def budget(self, max_evals: int | None) -> dict:
         return {"max_evals": max_evals or self.spec.max_evals}
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import base64
 import io
-import os
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -36,9 +35,9 @@ from ifcml.errors import InputError  # noqa: E402
 from ifcml.experiments import learning_curve  # noqa: E402
 from ifcml.experiments.mlflow_store import search_all  # noqa: E402
 from ifcml.experiments.mlflow_ui import DESIGN_METRICS, DESIGNS_FILTER, designs_link, ui_base  # noqa: E402
-from ifcml.experiments.run import DEFAULT_POSITIVE, TRAIN_SIZE_TAG  # noqa: E402
-from ifcml.outputs import check_replaceable  # noqa: E402
-from ifcml.readout import CUTOFFS  # noqa: E402
+from ifcml.experiments.run import TRAIN_SIZE_TAG  # noqa: E402
+from ifcml.outputs import check_replaceable, replace_atomically  # noqa: E402
+from ifcml.readout import CUTOFFS, DEFAULT_POSITIVE  # noqa: E402
 
 HIDDEN = ["run_id", "artifact_uri", "n classes", "positive"]  # the report's own columns, not shown
 
@@ -111,7 +110,9 @@ def write_report(client: MlflowClient, experiment: str, out: Path) -> tuple[Path
     check_replaceable(out, is_report(out), "an ifcml report folder")
     everything, all_folds = comparison(client, experiment)
     out.mkdir(parents=True, exist_ok=True)
-    _replace(out / "comparison.csv", everything.drop(columns=HIDDEN).to_csv(index=False))
+    replace_atomically(
+        out / "comparison.csv", lambda tmp: everything.drop(columns=HIDDEN).to_csv(tmp, index=False)
+    )
     table = everything[everything[learning_curve.SIZE] == "all"]  # a curve's smaller designs: its figure only
     folds = all_folds[all_folds["run_id"].isin(table["run_id"])]
     artifacts, notes = _artifacts(table)
@@ -136,7 +137,7 @@ def write_report(client: MlflowClient, experiment: str, out: Path) -> tuple[Path
             figures[title] = artifacts[row["run_id"]]["embedding"]
     shown = everything.drop(columns=[*HIDDEN, "confounded"])
     experiment_id = client.get_experiment_by_name(experiment).experiment_id
-    html = TEMPLATE.render(
+    html = jinja2.Template(TEMPLATE.read_text(), autoescape=True).render(
         experiment=experiment,
         uri=client.tracking_uri,
         link=designs_link(ui_base(client.tracking_uri), experiment_id),
@@ -148,7 +149,7 @@ def write_report(client: MlflowClient, experiment: str, out: Path) -> tuple[Path
         figures=figures,
     )
     report = out / REPORT
-    _replace(report, html)
+    replace_atomically(report, lambda tmp: tmp.write_text(html))
     return report, everything
 
 
@@ -156,12 +157,6 @@ def is_report(folder: Path) -> bool:
     """A folder holding an ifcml comparison report (and nothing else of note)."""
     page = folder / REPORT
     return folder.is_dir() and page.is_file() and MARK in page.read_text(errors="replace")[:500]
-
-
-def _replace(path: Path, text: str) -> None:
-    partial = path.with_name(f".{path.name}.{os.getpid()}")
-    partial.write_text(text)
-    os.replace(partial, path)
 
 
 def _flat(run: Run) -> dict:
@@ -288,34 +283,4 @@ def _encode(png: bytes) -> str:
 
 REPORT = "report.html"
 MARK = "<title>ifcml: "  # the report's title, as every ifcml report so far has written it
-TEMPLATE = jinja2.Environment(autoescape=True).from_string(
-    """<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>ifcml: {{ experiment }}</title>
-<style>
-body { font-family: system-ui, sans-serif; margin: 2rem; color: #222; }
-table { border-collapse: collapse; font-size: 0.85rem; display: block; overflow-x: auto; }
-th, td { padding: 0.25rem 0.6rem; border-bottom: 1px solid #ddd; text-align: right; }
-th { background: #f3f3f3; }
-.warning { background: #fde8e8; border-left: 4px solid #c00; padding: 0.6rem 1rem; }
-img { max-width: 100%; }
-.gallery { display: grid; grid-template-columns: repeat(auto-fill, minmax(300px, 1fr)); gap: 0.5rem; }
-figure { margin: 0; text-align: center; font-size: 0.85rem; }
-</style></head><body>
-<h1>ifcml comparison: {{ experiment }}</h1>
-<p>Read from MLflow at <code>{{ uri }}</code>. Metrics are over held-out units only.
-The same designs in the MLflow UI: <a href="{{ link }}">{{ link }}</a>.</p>
-{% for message in confounded %}<p class="warning">{{ message }}</p>{% endfor %}
-{% if notes %}<h2>Missing from MLflow</h2>
-<ul>{% for note in notes %}<li>{{ note }}</li>{% endfor %}</ul>{% endif %}
-<h2>Models x channel sets</h2>
-{{ table | safe }}
-{% if confusions %}<h2>Pooled confusion matrices (rows: reference, columns: predicted)</h2>
-<div class="gallery">{% for caption, image in confusions %}<figure><img alt="{{ caption }}" src="{{ image }}">
-<figcaption>{{ caption }}</figcaption></figure>{% endfor %}</div>{% endif %}
-{% for title, image in figures.items() %}<h2>{{ title }}</h2><img alt="{{ title }}" src="{{ image }}">
-{% endfor %}
-{% if curve_notes %}<h2>What the learning curves say</h2>
-<ul>{% for note in curve_notes %}<li>{{ note }}</li>{% endfor %}</ul>{% endif %}
-</body></html>
-"""
-)
+TEMPLATE = Path(__file__).with_name("report.html.j2")  # the page; the view code is above

@@ -64,6 +64,15 @@ class Design(ABC):
     def predict(self, trained: Trained, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         """Class codes of ``rows`` and their probabilities (None where the model has none)."""
 
+    @property
+    @abstractmethod
+    def flavor(self) -> str:
+        """How the final model is saved (see :mod:`ifcml.models.saved`)."""
+
+    @abstractmethod
+    def example(self, trained: Trained) -> Any:
+        """An input of the trained model, for its MLflow signature."""
+
     def budget(self, max_evals: int | None) -> dict:
         """The search budget as the run records it (none for designs that do not search)."""
         return {}
@@ -188,12 +197,9 @@ class Design(ABC):
         """Refit on every usable cell, record it with the pooled ``evaluation`` on ``parent`` and
         finish that run; returns the pooled metrics."""
         final = self.final(seed, max_evals, progress)
+        spec = self.spec.model_dump(mode="json")
         model = FinalModel(
-            final,
-            self.spec.model_dump(mode="json"),
-            self.table,
-            self.inputs,
-            self.figures(final, seed),
+            final, spec, self.flavor, self.example(final), self.inputs, self.figures(final, seed)
         )
         summary = close_parent(parent, evaluation, model, positive=positive, seed=seed)
         self.finished()

@@ -108,6 +108,13 @@ class NetworkDesign(Design):
         probabilities = predict_proba(trained.model, self.crops, cells, self.spec.inference_batch)
         return probabilities.argmax(axis=1), probabilities
 
+    @property
+    def flavor(self) -> str:
+        return "keras"
+
+    def example(self, trained: Trained) -> np.ndarray:
+        return np.zeros((2, self.spec.crop.size, self.spec.crop.size, len(self.channels)), np.float32)
+
     def figures(self, final: Trained, seed: int) -> dict:
         """The network's embedding of the cells it was fitted on (a view of what it learnt, not a
         held-out result)."""

@@ -59,6 +59,7 @@ class FinalModel:
 
     trained: Trained
     spec: dict  # the model spec as logged
-    dataset: pd.DataFrame  # the cells it was fitted on (a classical model's input example)
+    flavor: str  # how it is saved (ifcml.models.saved)
+    example: Any  # an input of the model (a few cells' features, or crops): its signature's
     inputs: dict | None  # how raw cells become its input (see ifcml.deploy)
     figures: dict = field(default_factory=dict)  # file name -> matplotlib Figure

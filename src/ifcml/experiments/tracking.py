@@ -4,8 +4,8 @@ One parent run per (model, channel set), tagged with the branch; one nested run 
 unit, opened when its work starts and fed as it goes (each hyperopt trial's inner score, each
 epoch's loss), finished with its tuned parameters, best inner score, number of trials and
 metrics; pooled metrics with bootstrap intervals, the readout, and artifacts on the parent; the
-model refitted on all usable cells, saved in a safe format (scikit-learn through skops with the
-reviewed types below, XGBoost as JSON) as a logged model that carries the design's metrics.
+model refitted on all usable cells, saved in its family's safe format (:mod:`ifcml.models.saved`:
+skops, XGBoost's JSON, ``.keras``) as a logged model that carries the design's metrics.
 
 Hyperopt trials are rows of a table artifact, not runs (a paper-size grid would otherwise log
 about 12,000 trial runs and bury its 40 designs); ``log_trials`` logs them as nested runs too.
@@ -31,7 +31,6 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from mlflow.entities import Metric, Param, Run  # noqa: E402
 from mlflow.exceptions import MlflowException  # noqa: E402
-from mlflow.models import infer_signature  # noqa: E402
 from mlflow.models.model import ModelInfo  # noqa: E402
 from mlflow.tracking import MlflowClient  # noqa: E402
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID  # noqa: E402
@@ -41,7 +40,7 @@ from ifcml.cells import LABEL, metadata_columns  # noqa: E402
 from ifcml.experiments import metrics  # noqa: E402
 from ifcml.experiments.mlflow_ui import designs_view  # noqa: E402
 from ifcml.experiments.results import Evaluation, FinalModel, FoldResult  # noqa: E402
-from ifcml.models.saved import SKOPS_TRUSTED  # noqa: E402
+from ifcml.models.saved import log_trained  # noqa: E402
 from ifcml.models.tuning import Trial  # noqa: E402
 from ifcml.progress import Progress  # noqa: E402
 
@@ -356,34 +355,9 @@ def _log_tables(evaluation: Evaluation, per_instance: pd.DataFrame) -> None:
 
 
 def _log_model(final: FinalModel, classes: list[str], readout: dict | None) -> ModelInfo:
-    if final.spec.get("network"):
-        return _log_network(final, classes, readout)
+    """The final model in its family's safe format; its metadata says what ``ifcml export`` and
+    ``predict`` need: the classes, its input columns or channels, how raw cells become them and
+    the readout's error rates."""
     trained = final.trained
-    example = final.dataset[trained.features].head(5).astype(np.float64)
     metadata = {"classes": classes, "features": trained.features, "inputs": final.inputs, "readout": readout}
-    with warnings.catch_warnings():  # outputs are class codes (metadata "classes" names them), never missing
-        warnings.filterwarnings("ignore", "Hint: Inferred schema contains integer column")
-        signature = infer_signature(example, trained.model.predict(example))
-        common = {"name": "model", "signature": signature, "input_example": example, "metadata": metadata}
-        if type(trained.model).__module__.startswith("xgboost"):
-            return mlflow.xgboost.log_model(trained.model, model_format="json", **common)
-        return mlflow.sklearn.log_model(
-            trained.model, serialization_format="skops", skops_trusted_types=SKOPS_TRUSTED, **common
-        )
-
-
-def _log_network(final: FinalModel, classes: list[str], readout: dict | None) -> ModelInfo:
-    """The Keras model in its native ``.keras`` format; inputs are uint8 crops as float32."""
-    import keras
-
-    size = final.spec["crop"]["size"]
-    network = final.trained.model
-    example = np.zeros((2, size, size, len(final.trained.features)), np.float32)
-    metadata = {"classes": classes, "inputs": final.inputs, "readout": readout}
-    return mlflow.keras.log_model(
-        network,
-        name="model",
-        signature=infer_signature(example, keras.ops.convert_to_numpy(network(example))),
-        metadata=metadata,
-        save_exported_model=False,
-    )
+    return log_trained(final.flavor, trained.model, final.example, metadata)

@@ -32,7 +32,7 @@ from ifcml.features.objects import cell_objects, check_objects
 from ifcml.features.quality import quality_columns
 from ifcml.features.recipe import Recipe
 from ifcml.io.store import CellStore
-from ifcml.outputs import is_ifcml_table, writing
+from ifcml.outputs import is_ifcml_table, replace_atomically, writing
 
 ENGINES = ("cp-measure", "cellprofiler")
 
@@ -167,10 +167,9 @@ def _run_chunks(job, todo, parts: Path, pool: Executor | None, on_cells) -> None
         futures = {pool.submit(measure_chunk, job, a, b): (a, b) for a, b in todo}
         results = ((*futures.pop(f), f.result()) for f in as_completed(list(futures)))
     for start, stop, table in results:
-        path = _part_path(parts, start, stop)
-        tmp = path.with_suffix(f".tmp-{os.getpid()}")
-        table.to_parquet(tmp, index=False)
-        os.replace(tmp, path)
+        replace_atomically(
+            _part_path(parts, start, stop), lambda tmp, t=table: t.to_parquet(tmp, index=False)
+        )
         if on_cells:
             on_cells(stop - start)
 
@@ -196,12 +195,12 @@ def _open_parts(out: Path, manifest: dict, resume: bool) -> Path:
                 "remove the folder to start again"
             )
         return parts
-    fresh = parts.with_name(f"{parts.name}-{os.getpid()}")  # appears with its manifest or not at all
-    shutil.rmtree(fresh, ignore_errors=True)
-    fresh.mkdir(parents=True)
-    (fresh / "manifest.json").write_text(json.dumps(manifest, indent=2))
-    os.rename(fresh, parts)
-    return parts
+
+    def with_manifest(fresh: Path) -> None:  # the folder appears with its manifest or not at all
+        fresh.mkdir(parents=True)
+        (fresh / "manifest.json").write_text(json.dumps(manifest, indent=2))
+
+    return replace_atomically(parts, with_manifest)
 
 
 def _part_path(parts: Path, start: int, stop: int) -> Path:

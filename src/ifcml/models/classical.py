@@ -1,13 +1,15 @@
-"""Classical estimators from model specs (``models/*.yaml``): the registry and the pipelines.
+"""Classical estimators from model specs (``models/*.yaml``): the families and the pipelines.
 
-A spec names an estimator from :data:`ESTIMATORS` (never an arbitrary import path), fixed
-settings, whether features are standardised, how classes are balanced, and a hyperopt search
-space written in YAML. Missing feature values are imputed with the training median.
+A spec names a family from :data:`FAMILIES` (never an arbitrary import path), fixed settings,
+whether features are standardised, how classes are balanced, and a hyperopt search space
+written in YAML. Missing feature values are imputed with the training median. Adding a family
+is one entry in :data:`FAMILIES` and one YAML spec (see ``models/README.md``).
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
@@ -23,14 +25,23 @@ from sklearn.svm import LinearSVC
 from sklearn.utils.class_weight import compute_sample_weight
 from xgboost import XGBClassifier
 
-ESTIMATORS = {
-    "gaussian_nb": GaussianNB,
-    "random_forest": RandomForestClassifier,
-    "linear_svm": LinearSVC,
-    "xgboost": XGBClassifier,
+
+@dataclass(frozen=True)
+class Family:
+    """How ifcml builds, fits and saves one kind of classical estimator."""
+
+    estimator: type  # a scikit-learn-style classifier
+    seed: str | None = "random_state"  # the parameter its seed goes to (None: it draws nothing)
+    bare: bool = False  # handles missing values and scales itself: fitted without the impute/scale steps
+    flavor: str = "sklearn"  # how it is saved (ifcml.models.saved): sklearn (skops) or xgboost (JSON)
+
+
+FAMILIES = {
+    "gaussian_nb": Family(GaussianNB, seed=None),
+    "random_forest": Family(RandomForestClassifier),
+    "linear_svm": Family(LinearSVC),
+    "xgboost": Family(XGBClassifier, bare=True, flavor="xgboost"),
 }
-# estimators that take a seed, and under which name
-SEEDED = {"random_forest": "random_state", "linear_svm": "random_state", "xgboost": "random_state"}
 DISTRIBUTIONS = ("choice", "uniform", "loguniform", "quniform", "qloguniform")
 
 
@@ -72,7 +83,7 @@ class Parameter(BaseModel):
 class ModelSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     name: str
-    estimator: Literal["gaussian_nb", "random_forest", "linear_svm", "xgboost"]
+    estimator: Literal[tuple(FAMILIES)]  # type: ignore[valid-type]
     scale: bool = False  # standardise features (with training statistics) before the estimator
     balance: Literal["undersample", "class_weight", "none"] = "undersample"
     fixed: dict = {}
@@ -89,17 +100,20 @@ class ModelSpec(BaseModel):
     def space(self) -> dict:
         return {name: parameter.space(name) for name, parameter in self.search.items()}
 
+    @property
+    def family(self) -> Family:
+        return FAMILIES[self.estimator]
+
 
 def build(spec: ModelSpec, params: dict, seed: int):
-    """An unfitted estimator for ``params`` (searched values); XGBoost alone, others in a pipeline.
-
-    XGBoost handles missing values and needs no scaling, so it is kept bare (and saved as JSON).
-    """
+    """An unfitted estimator for ``params`` (searched values): bare families alone, others after
+    median imputation (and standardisation, when the spec asks) in a pipeline."""
+    family = spec.family
     settings = {**spec.fixed, **params}
-    if spec.estimator in SEEDED:
-        settings.setdefault(SEEDED[spec.estimator], seed)
-    estimator = ESTIMATORS[spec.estimator](**settings)
-    if spec.estimator == "xgboost":
+    if family.seed:
+        settings.setdefault(family.seed, seed)
+    estimator = family.estimator(**settings)
+    if family.bare:
         return estimator
     steps = [("impute", SimpleImputer(strategy="median", keep_empty_features=True))]  # all-missing -> 0
     if spec.scale:
@@ -111,7 +125,7 @@ def fit(spec: ModelSpec, params: dict, seed: int, features: np.ndarray, labels: 
     """Fit on encoded labels (0..K-1); class weights when the spec balances that way."""
     model = build(spec, params, seed)
     weights = compute_sample_weight("balanced", labels) if spec.balance == "class_weight" else None
-    if spec.estimator != "xgboost":
+    if not spec.family.bare:
         return model.fit(features, labels, estimator__sample_weight=weights)
     present = np.unique(labels)
     if np.array_equal(present, np.arange(len(present))):
@@ -121,9 +135,9 @@ def fit(spec: ModelSpec, params: dict, seed: int, features: np.ndarray, labels: 
 
 
 class PresentClasses:
-    """XGBoost learns only labels 0..m-1: when some classes are absent from the training rows
-    (a held-out unit holding a whole class), it learns the present ones and answers in the
-    full coding."""
+    """A bare estimator may learn only labels 0..m-1 (XGBoost does): when some classes are absent
+    from the training rows (a held-out unit holding a whole class), it learns the present ones
+    and answers in the full coding."""
 
     def __init__(self, model, present: np.ndarray):
         self.model, self.present = model, present

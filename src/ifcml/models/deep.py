@@ -12,7 +12,6 @@ BackupAndRestore cannot be combined that way: their counters are not part of any
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +26,7 @@ from ifcml.cells import undersample_per_instance
 from ifcml.models import inputs
 from ifcml.models.network_spec import NetworkSpec, TrainingRecipe
 from ifcml.models.networks import augmenter, build_network, load_network
+from ifcml.outputs import replace_atomically
 from ifcml.progress import SILENT, Progress
 
 STATE, LAST, BEST = "state.json", "last.keras", "best.weights.h5"
@@ -109,8 +109,7 @@ class PaperSchedule(keras.callbacks.Callback):
         state["epochs_done"] = epoch + 1
         if logs["val_loss"] < state["best_val_loss"]:
             state |= {"best_val_loss": float(logs["val_loss"]), "since_best": 0, "since_plateau": 0}
-            self.model.save_weights(self.folder / f"partial-{BEST}")
-            os.replace(self.folder / f"partial-{BEST}", self.folder / BEST)
+            replace_atomically(self.folder / BEST, self.model.save_weights)
         else:
             state["since_best"] += 1
             state["since_plateau"] += 1
@@ -129,11 +128,8 @@ class PaperSchedule(keras.callbacks.Callback):
 
     def _checkpoint(self) -> None:
         """Model first, then the state that points at it: a kill between the two loses one epoch."""
-        partial = self.folder / f"partial-{LAST}"
-        self.model.save(partial)
-        os.replace(partial, self.folder / LAST)
-        (self.folder / f".{STATE}").write_text(json.dumps(self.state))
-        os.replace(self.folder / f".{STATE}", self.folder / STATE)
+        replace_atomically(self.folder / LAST, self.model.save)
+        replace_atomically(self.folder / STATE, lambda tmp: tmp.write_text(json.dumps(self.state)))
 
 
 def balanced_split(

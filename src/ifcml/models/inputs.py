@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from ifcml.io.store import CellStore
+from ifcml.outputs import replace_atomically
 from ifcml.preprocess import CropSettings, preprocess
 
 
@@ -50,18 +51,20 @@ def cached_crops(
     path = cache_dir() / f"{hashlib.sha256(key.encode()).hexdigest()[:24]}.npy"
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_name(f".{path.stem}.{os.getpid()}.npy")  # renamed only when complete
         shape = (store.n_cells, crop.size, crop.size, len(channels))
-        out = np.lib.format.open_memmap(partial, mode="w+", dtype=np.uint8, shape=shape)
-        start = 0
-        for cells, crops in store_crops(store, channels, crop):
-            out[start : start + len(cells)] = crops
-            start += len(cells)
-            if progress:
-                progress(len(cells))
-        out.flush()
-        del out
-        os.replace(partial, path)
+
+        def fill(partial: Path) -> None:
+            out = np.lib.format.open_memmap(partial, mode="w+", dtype=np.uint8, shape=shape)
+            start = 0
+            for cells, crops in store_crops(store, channels, crop):
+                out[start : start + len(cells)] = crops
+                start += len(cells)
+                if progress:
+                    progress(len(cells))
+            out.flush()
+            del out
+
+        replace_atomically(path, fill)  # the cache holds complete crops or none
     return np.load(path, mmap_mode="r")
 
 

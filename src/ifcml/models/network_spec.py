@@ -9,6 +9,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from ifcml.models.backbones import BACKBONES
 from ifcml.preprocess import CropSettings
 
 
@@ -58,7 +59,7 @@ class TrainingRecipe(BaseModel):
 class NetworkSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     name: str
-    network: Literal["resnet50", "compact_cnn"]
+    network: Literal[tuple(BACKBONES)]  # type: ignore[valid-type]
     # compact_cnn: a stride-2 stem, then per entry of ``filters`` a block of 3x3 convolutions + max-pool
     stem_filters: int = Field(16, ge=1)
     filters: list[int] = [32, 64, 128]

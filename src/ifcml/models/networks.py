@@ -8,7 +8,6 @@ reads), and ends in a softmax. The paper's training recipe is the default of eve
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -16,6 +15,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
+from ifcml.models.backbones import BACKBONES
 from ifcml.models.network_spec import Augmentation, NetworkSpec
 
 EMBEDDING = "embedding"
@@ -33,34 +33,12 @@ def build_network(spec: NetworkSpec, n_channels: int, n_classes: int, means: np.
             variance=np.ones(n_channels, np.float32),
             name=MEANS,
         )(inputs)
-        features = _backbone(spec, size, n_channels)(centred)
+        features = BACKBONES[spec.network](spec, size, n_channels)(centred)
         pooled = keras.layers.GlobalAveragePooling2D(name=EMBEDDING)(features)
         if spec.dropout:
             pooled = keras.layers.Dropout(spec.dropout, name="dropout")(pooled)
         outputs = keras.layers.Dense(n_classes, activation="softmax", dtype="float32", name="classes")(pooled)
         return keras.Model(inputs, outputs, name=spec.name)
-
-
-def _backbone(spec: NetworkSpec, size: int, n_channels: int) -> keras.Model:
-    if spec.network == "resnet50":  # Keras' own: 50 layers, bottleneck residual blocks, any C, size >= 32
-        with warnings.catch_warnings():  # about ImageNet weights' 3 channels; these start from random
-            warnings.filterwarnings("ignore", "This model usually expects 1 or 3 input channels")
-            return keras.applications.ResNet50(
-                include_top=False, weights=None, input_shape=(size, size, n_channels), pooling=None
-            )
-    inputs = keras.Input((size, size, n_channels))
-    x = _conv(inputs, spec.stem_filters, "stem", strides=2)
-    for block, width in enumerate(spec.filters):
-        for conv in range(spec.convs_per_block):
-            x = _conv(x, width, f"block{block}_{conv}")
-        x = keras.layers.MaxPooling2D(2, name=f"block{block}_pool")(x)
-    return keras.Model(inputs, x, name="compact_cnn")
-
-
-def _conv(x, width: int, name: str, strides: int = 1):
-    x = keras.layers.Conv2D(width, 3, strides=strides, padding="same", use_bias=False, name=f"{name}_conv")(x)
-    x = keras.layers.BatchNormalization(momentum=0.9, name=f"{name}_bn")(x)  # small data: settle fast
-    return keras.layers.Activation("relu", name=f"{name}_relu")(x)
 
 
 @contextmanager

@@ -7,10 +7,13 @@ because those do what the folder's ``MLmodel`` says: unpickle a file, import a c
 trust the skops types it lists. A folder from a colleague's machine or a download would then
 decide what runs. Here the formats, the class and the trusted types are fixed in ifcml's
 source, and a folder that asks for anything else is refused before any of it is deserialised.
+Each flavor is written (:func:`log_trained`) and read (:func:`load_trained`) here, side by side;
+a model family names its flavor.
 """
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -62,6 +65,30 @@ def load_trained(folder: Path | str) -> SavedModel:
         raise InputError(f"{folder / 'MLmodel'}: the model ships code ({settings['code']}); ifcml refuses it")
     load = {"sklearn": _load_skops, "xgboost": _load_xgboost, "keras": _load_keras}[flavor]
     return SavedModel(flavor, load(folder, settings), mlmodel.get("metadata") or {})
+
+
+def log_trained(flavor: str, model: Any, example: Any, metadata: dict) -> Any:
+    """Log ``model`` as the active run's MLflow model ``model`` in ``flavor``'s safe format,
+    with the signature of its output on ``example`` (an input example too, for tables)."""
+    import mlflow
+    from mlflow.models import infer_signature
+
+    if flavor == "keras":  # inputs are uint8 crops as float32; no example (it would be images)
+        import keras
+
+        signature = infer_signature(example, keras.ops.convert_to_numpy(model(example)))
+        return mlflow.keras.log_model(
+            model, name="model", signature=signature, metadata=metadata, save_exported_model=False
+        )
+    with warnings.catch_warnings():  # outputs are class codes (metadata "classes" names them), never missing
+        warnings.filterwarnings("ignore", "Hint: Inferred schema contains integer column")
+        signature = infer_signature(example, model.predict(example))
+        common = {"name": "model", "signature": signature, "input_example": example, "metadata": metadata}
+        if flavor == "xgboost":
+            return mlflow.xgboost.log_model(model, model_format="json", **common)
+        return mlflow.sklearn.log_model(
+            model, serialization_format="skops", skops_trusted_types=SKOPS_TRUSTED, **common
+        )
 
 
 def _load_skops(folder: Path, settings: dict) -> Any:
