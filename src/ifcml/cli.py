@@ -34,7 +34,11 @@ from ifcml.io.store import CellStore, write_store
 from ifcml.outputs import is_ifcml_table, replace_atomically, writing
 from ifcml.simulate import PAPER_CHANNELS, SimulatedSource, SimulationSettings, write_tiff_export
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")  # TensorFlow's start-up INFO lines are noise here
+# What the command prints is ifcml's own: TensorFlow's C++ start-up lines (oneDNN, absl, CPU
+# features) and MLflow's INFO lines (database migrations) would land between the progress bars.
+# Worker processes inherit these; a user's own settings win.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
 
 app = typer.Typer(
     help="Classical machine learning vs deep learning on imaging flow cytometry images.",

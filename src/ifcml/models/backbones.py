@@ -1,7 +1,8 @@
 """The networks' backbones by name: what a network spec's ``network:`` may say.
 
 Each builds the layers between the centred crops and the global pooling for a spec
-(:class:`~ifcml.models.network_spec.NetworkSpec`), crops of ``size`` and ``n_channels``. Adding a
+(a :class:`~ifcml.models.network_spec.NetworkSpec`, which reads its names from here), crops of
+``size`` and ``n_channels``. Adding a
 network is one function here, one entry in :data:`BACKBONES` and one YAML spec; Keras is
 imported when a backbone is built, so that reading specs stays fast.
 """
@@ -9,13 +10,10 @@ imported when a backbone is built, so that reading specs stays fast.
 from __future__ import annotations
 
 import warnings
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from ifcml.models.network_spec import NetworkSpec
+from typing import Any
 
 
-def resnet50(spec: NetworkSpec, size: int, n_channels: int) -> Any:
+def resnet50(spec: Any, size: int, n_channels: int) -> Any:
     """Keras' own ResNet50: 50 layers, bottleneck residual blocks, any C, size >= 32, random start."""
     import keras
 
@@ -26,7 +24,7 @@ def resnet50(spec: NetworkSpec, size: int, n_channels: int) -> Any:
         )
 
 
-def compact_cnn(spec: NetworkSpec, size: int, n_channels: int) -> Any:
+def compact_cnn(spec: Any, size: int, n_channels: int) -> Any:
     """A stride-2 stem, then per entry of ``filters`` a block of 3x3 convolutions and a max-pool."""
     import keras
 
