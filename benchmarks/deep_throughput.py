@@ -5,7 +5,7 @@ pools from the cores it may use), and reports:
 
 - ``inference``: cells/s of ``model.predict`` at batch 512 on crops in memory, 48x48x3 and
   48x48x12 (the network alone, as the paper's 375,000 cells/min on a Titan X);
-- ``store``: cells/s of :func:`ifcml.models.inference.predict_store` on a simulated store,
+- ``store``: cells/s of :func:`ifcml.models.inference.stream_store_batches` on a simulated store,
   reading, cropping and stretching included (what ``ifcml embed`` / ``predict`` achieve);
 - ``training``: images/s of one epoch through the real training input pipeline (tf.data from
   the crop cache, augmentation) at batch 256;
@@ -65,7 +65,7 @@ def measure_store(network: str, store_path: str) -> float:
     import numpy as np
 
     from ifcml.io.store import CellStore
-    from ifcml.models.inference import Network, predict_store
+    from ifcml.models.inference import Network, stream_store_batches
     from ifcml.models.networks import build_network
     from ifcml.models.registry import load_model_spec
 
@@ -75,7 +75,7 @@ def measure_store(network: str, store_path: str) -> float:
     model = build_network(spec, len(channels), 3, np.zeros(len(channels)))
     loaded = Network(model, channels, ["a", "b", "c"], spec.crop)
     start = time.perf_counter()
-    n = sum(len(cells) for cells, _, _ in predict_store(loaded, store))
+    n = sum(len(cells) for cells, _, _ in stream_store_batches(loaded, store))
     return n / (time.perf_counter() - start)
 
 

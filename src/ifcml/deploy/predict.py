@@ -34,6 +34,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from ifcml.cells import is_store
 from ifcml.deploy.model_folder import check_exported
 from ifcml.errors import InputError
 from ifcml.gating.steps import GATE_COLUMN, Gating, gate_store, removed_by_gate
@@ -91,8 +92,8 @@ def stores_for(
     from ifcml.io.detect import open_source
     from ifcml.io.store import write_store
 
-    stores = [CellStore(p) for p in paths if (p / "meta.json").is_file()]
-    others = [p for p in paths if not (p / "meta.json").is_file()]
+    stores = [CellStore(p) for p in paths if is_store(p)]
+    others = [p for p in paths if not is_store(p)]
     if others:
         _check_channel_names(card, open_options.get("channels"))
     sources = [open_source(p, **open_options) for p in others]

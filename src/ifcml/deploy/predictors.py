@@ -132,10 +132,10 @@ def predict_store(
     """Every cell of ``store``: its store columns, then :func:`predict_cells`' columns."""
     store.channel_indices(predictor.channels)  # a missing channel fails here, naming the store
     if isinstance(predictor, NetworkPredictor):
-        from ifcml.models.inference import predict_store as predict_network
+        from ifcml.models.inference import stream_store_batches
 
         parts = []
-        for rows, probabilities, _ in predict_network(predictor.network, store):
+        for rows, probabilities, _ in stream_store_batches(predictor.network, store):
             parts.append((probabilities.argmax(axis=1), probabilities))
             if on_cells:
                 on_cells(len(rows))

@@ -3,8 +3,8 @@
 :class:`Design` is what ``ifcml train`` and ``ifcml grid`` drive without knowing the branch:
 folds, one fold's run (train on its training rows, predict its held-out rows), the final refit,
 the run's parameters and figures, and their record in MLflow. A branch says only how it reads
-its data, trains on rows and predicts rows: :class:`~ifcml.experiments.classical.ClassicalDesign`
-(a feature table) and :class:`~ifcml.experiments.network.NetworkDesign` (a CellStore's crops).
+its data, trains on rows and predicts rows: :class:`~ifcml.experiments.classical_design.ClassicalDesign`
+(a feature table) and :class:`~ifcml.experiments.network_design.NetworkDesign` (a CellStore's crops).
 """
 
 from __future__ import annotations

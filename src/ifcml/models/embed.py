@@ -29,7 +29,7 @@ from sklearn.decomposition import PCA  # noqa: E402
 from sklearn.manifold import TSNE  # noqa: E402
 
 from ifcml.io.store import CellStore  # noqa: E402
-from ifcml.models.inference import Network, predict_store  # noqa: E402
+from ifcml.models.inference import Network, stream_store_batches  # noqa: E402
 from ifcml.models.inputs import store_crops  # noqa: E402
 
 SPRITE_SIDE = 8192  # the projector's largest sprite image
@@ -50,7 +50,7 @@ def embed(
     width = network.model.get_layer("embedding").output.shape[-1]
     vectors = np.lib.format.open_memmap(out / "embeddings.npy", "w+", np.float32, (store.n_cells, width))
     tables, start = [], 0
-    for cells, probabilities, pooled in predict_store(network, store, embeddings=True):
+    for cells, probabilities, pooled in stream_store_batches(network, store, embeddings=True):
         vectors[start : start + len(cells)] = pooled
         start += len(cells)
         table = cells[["cell_id", "instance", "label"]].reset_index(drop=True)

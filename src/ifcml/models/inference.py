@@ -72,7 +72,7 @@ def network_from(saved: SavedModel) -> Network:
         raise InputError(f"the network's metadata lacks {exc} (channels, classes and crop)") from exc
 
 
-def predict_store(
+def stream_store_batches(
     network: Network, store: CellStore, batch_size: int = 512, embeddings: bool = False
 ) -> Iterator[tuple[pd.DataFrame, np.ndarray, np.ndarray | None]]:
     """(cells rows, class probabilities, pooled embeddings or None) per batch, in store order."""
