@@ -29,7 +29,8 @@ from ifcml.executors import check_scheduler
 from ifcml.features.recipe import load_recipe
 from ifcml.features.table import read_features, write_features
 from ifcml.io.channels import parse_channel_map
-from ifcml.io.detect import FORMATS, open_source
+from ifcml.io.detect import FORMATS
+from ifcml.io.ingest import Reading, ingest_sources
 from ifcml.io.store import CellStore, write_store
 from ifcml.outputs import is_ifcml_table, replace_atomically, writing
 from ifcml.simulate import PAPER_CHANNELS, SimulatedSource, SimulationSettings, write_tiff_export
@@ -92,24 +93,13 @@ def ingest(
     overwrite: Annotated[bool, typer.Option(help="Replace an existing store at --out.")] = False,
 ) -> None:
     """Read IFC sources into a CellStore (images.zarr + cells.parquet + meta.json)."""
-    channel_map = parse_channel_map(channels)
-    planned = []
-    for path in sources:
-        source = open_source(
-            path,
-            fmt,
-            channels=channel_map,
-            instance=instance,
-            grid=grid,
-            column_major=not row_major,
-            label=label,
-        )
-        if fmt == "auto":
+    reading = Reading(fmt, parse_channel_map(channels), instance, grid, not row_major, label)
+    planned = [reading.open(path) for path in sources]
+    if fmt == "auto":
+        for path, source in zip(sources, planned, strict=True):
             console.print(f"{path}: reading as [bold]{source.format}[/bold]", highlight=False)
-        planned.append(source)
     sample_table = _read_samples(samples) if samples else None
-    with cell_progress(sum(s.n_candidates for s in planned), "ingest") as update:
-        store = write_store(planned, out, overwrite=overwrite, samples=sample_table, on_cells=update)
+    store = ingest_sources(planned, out, samples=sample_table, overwrite=overwrite, bars=cell_progress)
     console.print(f"wrote {store.n_cells} cells to {store.path}", highlight=False)
 
 
@@ -207,7 +197,7 @@ def demo(
     run, settings = steps.Demo(out, seed), SimulationSettings(seed=seed)
     cells = steps.simulate(settings, run.raw, cell_progress)
     console.print(f"simulated {cells} cells: {run.raw}", highlight=False)
-    steps.ingest(run.raw, run.store, cell_progress, settings.channels)
+    steps.ingest_export(run.raw, run.store, cell_progress, settings.channels)
     info(run.store, as_json=False)
     spec = steps.experiment(run)
     for line in steps.measure(run, spec, cell_progress):
@@ -690,16 +680,9 @@ def predict_command(
         raise InputError(f"--out {out}: an existing file, not a folder for cells.csv and samples.csv")
     card = model_card(model_dir)
     console.print(f"model: {card.summary}", highlight=False)
-    options = {
-        "fmt": fmt,
-        "channels": parse_channel_map(channels),
-        "grid": grid,
-        "column_major": not row_major,
-        "instance": instance,
-    }
+    reading = Reading(fmt, parse_channel_map(channels), instance, grid, not row_major)
     with ExitStack() as scratch:
-        with cell_progress(None, "ingest") as update:
-            stores = scratch.enter_context(stores_for(sources, card, options, out, update))
+        stores = scratch.enter_context(stores_for(sources, card, reading, out, cell_progress))
         with cell_progress(sum(s.n_cells for s in stores), "predict") as progress:
             samples = write_predictions(model_dir, stores, out, workers, progress, min_cells)
     _print_samples(samples)

@@ -13,23 +13,16 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 
-from ifcml.io.detect import open_source
-from ifcml.io.store import CellStore, write_store
+from ifcml.io.ingest import Reading, ingest
+from ifcml.io.store import CellStore
+from ifcml.progress import Bars, no_bars
 from ifcml.simulate import PAPER_CHANNELS, SimulatedSource, SimulationSettings, write_tiff_export
-
-Bars = Callable[[int | None, str], AbstractContextManager[Callable[[int], object]]]
-
-
-@contextmanager
-def no_bars(total: int | None, what: str) -> Iterator[Callable[[int], None]]:
-    yield lambda n: None
 
 
 @dataclass(frozen=True)
@@ -78,13 +71,12 @@ def simulate(settings: SimulationSettings, out: Path, bars: Bars = no_bars) -> i
     return source.n_candidates
 
 
-def ingest(raw: Path, store: Path, bars: Bars = no_bars, channels: dict | None = None) -> CellStore:
+def ingest_export(raw: Path, store: Path, bars: Bars = no_bars, channels: dict | None = None) -> CellStore:
     """The TIFF export at ``raw`` (one folder per sample, ``samples.csv`` beside them) as a
     CellStore at ``store`` (if missing)."""
     if not store.exists():
-        sources = [open_source(p, "tiff", channels=channels) for p in sorted(raw.iterdir()) if p.is_dir()]
-        with bars(sum(s.n_candidates for s in sources), "ingest") as update:
-            write_store(sources, store, samples=pd.read_csv(raw / "samples.csv"), on_cells=update)
+        samples = pd.read_csv(raw / "samples.csv")
+        ingest(_samples_in(raw), store, Reading("tiff", channels), samples=samples, bars=bars)
     return CellStore(store)
 
 
@@ -150,13 +142,17 @@ def read_out(demo: Demo, bars: Bars = no_bars) -> pd.DataFrame:
     samples = demo.predictions / "samples.csv"
     if not samples.exists():
         with tempfile.TemporaryDirectory(dir=demo.out) as tmp:
-            sources = [
-                open_source(p, "tiff", channels=channels, instance=f"new_{p.name}")
-                for p in sorted(demo.new_raw.iterdir())
-                if p.is_dir()
-            ]
-            with bars(sum(s.n_candidates for s in sources), "ingest") as update:
-                store = write_store(sources, Path(tmp) / "store", on_cells=update)
+            store = ingest(
+                _samples_in(demo.new_raw),
+                Path(tmp) / "store",
+                lambda sample: Reading("tiff", channels, instance=f"new_{sample.name}"),
+                bars=bars,
+            )
             with bars(store.n_cells, "predict") as update:
                 write_predictions(demo.model, [store], demo.predictions, demo.workers, update)
     return pd.read_csv(samples)
+
+
+def _samples_in(export: Path) -> list[Path]:
+    """An IDEAS-style export's sample folders, in name order."""
+    return [p for p in sorted(export.iterdir()) if p.is_dir()]

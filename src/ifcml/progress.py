@@ -8,7 +8,8 @@ models and experiments alike may import it.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 
 
@@ -39,3 +40,23 @@ class Progress:
 
 
 SILENT = Progress()
+
+
+# A factory of counting callbacks for steps that move through cells: ``with bars(total, "ingest")
+# as update: update(n)``. The CLI passes progress bars; the library's default counts nothing.
+Bars = Callable[[int | None, str], AbstractContextManager[Callable[[int], object]]]
+
+
+@contextmanager
+def no_bars(total: int | None, what: str) -> Iterator[Callable[[int], None]]:
+    yield _ignore
+
+
+def counting(on_cells: Callable[[int], object] | None) -> Bars:
+    """Bars that all tell ``on_cells`` (or nobody)."""
+
+    @contextmanager
+    def bars(total: int | None, what: str) -> Iterator[Callable[[int], object]]:
+        yield on_cells or _ignore
+
+    return bars

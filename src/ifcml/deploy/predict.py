@@ -38,8 +38,10 @@ from ifcml.cells import is_store
 from ifcml.deploy.model_folder import check_exported
 from ifcml.errors import InputError
 from ifcml.gating.steps import GATE_COLUMN, Gating, gate_store, removed_by_gate
+from ifcml.io.ingest import Reading, ingest_sources
 from ifcml.io.store import CellStore
 from ifcml.outputs import claimed, replace_atomically
+from ifcml.progress import Bars, no_bars
 from ifcml.readout import CUTOFFS, ErrorRates, estimate
 
 CUTOFF = CUTOFFS[0]  # the classify-and-count call's line (the paper's 25 %)
@@ -83,24 +85,21 @@ def model_card(model_dir: Path) -> ModelCard:
 def stores_for(
     paths: Sequence[Path],
     card: ModelCard,
-    open_options: dict,
+    reading: Reading,
     scratch: Path,
-    on_cells: Callable[[int], None] | None = None,
+    bars: Bars = no_bars,
 ) -> Iterator[list[CellStore]]:
     """The sources as stores: CellStores as they are, every other source (``ingest``'s formats,
-    read with ``open_options``) ingested together into a temporary store under ``scratch``."""
-    from ifcml.io.detect import open_source
-    from ifcml.io.store import write_store
-
+    read as ``reading`` says) ingested together into a temporary store under ``scratch``."""
     stores = [CellStore(p) for p in paths if is_store(p)]
     others = [p for p in paths if not is_store(p)]
     if others:
-        _check_channel_names(card, open_options.get("channels"))
-    sources = [open_source(p, **open_options) for p in others]
+        _check_channel_names(card, reading.channels)
+    sources = [reading.open(p) for p in others]  # every source planned before anything is written
     scratch.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=scratch, prefix=".ingest-") as tmp:
         if sources:
-            stores.append(write_store(sources, Path(tmp) / "cells.store", on_cells=on_cells))
+            stores.append(ingest_sources(sources, Path(tmp) / "cells.store", bars=bars))
         yield stores
 
 

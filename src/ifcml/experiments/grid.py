@@ -177,9 +177,10 @@ def prepare_data(
     from ifcml.features.recipe import load_recipe
     from ifcml.features.table import write_features
     from ifcml.io.channels import parse_channel_map
-    from ifcml.io.detect import open_source
-    from ifcml.io.store import CellStore, write_store
+    from ifcml.io.ingest import Reading, ingest
+    from ifcml.io.store import CellStore
     from ifcml.outputs import claimed
+    from ifcml.progress import counting
 
     data = spec.data
     models = spec.model_specs()
@@ -204,12 +205,10 @@ def prepare_data(
                 raise InputError(
                     f"{data.store}: no such store, and the experiment has no data.ingest to make it"
                 )
-            channels = parse_channel_map(data.ingest.channels)
-            sources = [
-                open_source(path, data.ingest.format, channels=channels, grid=data.ingest.grid)
-                for path in data.ingest.sources
-            ]
-            write_store(sources, data.store, on_cells=on_cells)
+            reading = Reading(
+                data.ingest.format, parse_channel_map(data.ingest.channels), grid=data.ingest.grid
+            )
+            ingest(data.ingest.sources, data.store, reading, bars=counting(on_cells))
         if features_missing():
             needed = sorted({c for channels in spec.channel_sets.values() for c in channels})
             store = CellStore(data.store)
