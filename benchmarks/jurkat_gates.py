@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ifcml.executors import Running
 from ifcml.features.recipe import Measurements, Recipe
 from ifcml.features.table import write_features
 from ifcml.gating.run import gate_file, qc_file
@@ -59,7 +60,10 @@ def main() -> None:
             }
         )
         table = write_features(
-            store.path, work / "cells.parquet", recipe=Recipe(measurements=light), workers=args.workers
+            store.path,
+            work / "cells.parquet",
+            recipe=Recipe(measurements=light),
+            run=Running(workers=args.workers),
         )
         cells = pd.read_parquet(table)
         edges = dna_edges(cells[DNA].to_numpy())

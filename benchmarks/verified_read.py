@@ -24,6 +24,7 @@ import zarr
 from zarr.codecs import BloscCodec
 
 from ifcml.deploy.predict import write_predictions
+from ifcml.executors import Running
 from ifcml.features.table import write_features
 from ifcml.io.store import CellStore, write_store
 from ifcml.simulate import SimulatedSource, SimulationSettings
@@ -97,7 +98,9 @@ def main() -> None:
             measured = pairs["measure"][checked]
             row["features_cells_per_s"] = rate(
                 measured.n_cells,
-                lambda s=measured, k=label: write_features(s.path, folder / f"f_{k}.parquet", overwrite=True),
+                lambda s=measured, k=label: write_features(
+                    s.path, folder / f"f_{k}.parquet", run=Running(overwrite=True)
+                ),
                 options.measure_repeats,
             )
             if options.model:

@@ -9,6 +9,7 @@ from cp_measure.core.measuregranularity import get_granularity
 
 from ifcml.cells import FAILED
 from ifcml.errors import IfcmlError
+from ifcml.executors import Running
 from ifcml.features.granularity import granularity
 from ifcml.features.measure import measure_cells
 from ifcml.features.objects import cell_objects
@@ -120,14 +121,16 @@ def test_interrupted_run_resumes_without_recomputing_and_equals_a_full_run(simul
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        write_features(simulated_store.path, out, recipe=recipe, on_cells=kill_after_two_chunks)
+        write_features(simulated_store.path, out, recipe=recipe, run=Running(on_cells=kill_after_two_chunks))
     assert not out.exists()
     with pytest.raises(IfcmlError, match="2 finished chunk.*--resume"):
         write_features(simulated_store.path, out, recipe=recipe)
     with pytest.raises(IfcmlError, match="computed something else.*recipe_digest"):
-        write_features(simulated_store.path, out, recipe=Recipe(chunk_cells=40), resume=True)
+        write_features(simulated_store.path, out, recipe=Recipe(chunk_cells=40), run=Running(resume=True))
     progress = []
-    write_features(simulated_store.path, out, recipe=recipe, resume=True, on_cells=progress.append)
+    write_features(
+        simulated_store.path, out, recipe=recipe, run=Running(resume=True, on_cells=progress.append)
+    )
     assert progress[0] == 80  # the two finished chunks are counted, not recomputed
     assert len(progress) == 1 + (simulated_store.n_cells - 80) // 40
     pd.testing.assert_frame_equal(read_features(out), full)
@@ -167,11 +170,14 @@ def test_local_processes_and_a_dask_cluster_give_the_same_table(simulated_store,
 
     recipe = Recipe(chunk_cells=40, measurements={"granularity": {"enabled": False}})
     alone = read_features(write_features(simulated_store.path, tmp_path / "a.parquet", recipe=recipe))
-    pool = write_features(simulated_store.path, tmp_path / "b.parquet", recipe=recipe, workers=2)
+    pool = write_features(simulated_store.path, tmp_path / "b.parquet", recipe=recipe, run=Running(workers=2))
     pd.testing.assert_frame_equal(read_features(pool), alone)
     with LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=None) as cluster:
         dask = write_features(
-            simulated_store.path, tmp_path / "c.parquet", recipe=recipe, scheduler=cluster.scheduler_address
+            simulated_store.path,
+            tmp_path / "c.parquet",
+            recipe=recipe,
+            run=Running(scheduler=cluster.scheduler_address),
         )
     pd.testing.assert_frame_equal(read_features(dask), alone)
 

@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 
 from conftest import JURKAT
+from ifcml.executors import Running
 from ifcml.features.recipe import Measurements, Recipe
 from ifcml.features.table import write_features
 
@@ -61,7 +62,9 @@ def jurkat_table(tmp_path_factory):
             },
         }
     )
-    return write_features(store.path, folder / "cells.parquet", recipe=Recipe(measurements=light), workers=2)
+    return write_features(
+        store.path, folder / "cells.parquet", recipe=Recipe(measurements=light), run=Running(workers=2)
+    )
 
 
 def _at(table: pd.DataFrame, column: str, transform: str | None = None, percentile: float = 50) -> float:

@@ -25,7 +25,7 @@ from tqdm import tqdm
 from ifcml.cells import is_store, metadata_columns
 from ifcml.deploy.predict import MIN_CELLS
 from ifcml.errors import IfcmlError, IfcmlNotice, InputError, StoreError
-from ifcml.executors import check_scheduler
+from ifcml.executors import Running, check_scheduler
 from ifcml.features.recipe import load_recipe
 from ifcml.features.table import read_features, write_features
 from ifcml.io.channels import parse_channel_map
@@ -261,11 +261,9 @@ def features(
             recipe=load_recipe(recipe),
             engine=engine,
             channels=_names(channels),
-            workers=workers,
-            scheduler=scheduler,
-            resume=resume,
-            overwrite=overwrite,
-            on_cells=update,
+            run=Running(
+                workers=workers, scheduler=scheduler, resume=resume, overwrite=overwrite, on_cells=update
+            ),
         )
     shape = pq.read_metadata(table)
     console.print(f"wrote {shape.num_rows} cells x {shape.num_columns} columns to {table}", highlight=False)
@@ -329,7 +327,7 @@ def gate_command(
 ) -> None:
     """Apply a gating strategy (through FlowKit): a Metadata_Gate_<gate> column per population,
     counted in that gate and all its ancestors, and labels from chosen populations."""
-    from ifcml.gating.run import gate_file
+    from ifcml.gating.run import Gallery, gate_file
 
     names = [n.strip() for n in label_gates.split(",") if n.strip()] if label_gates else []
     measuring = cell_progress(None, "measure") if is_store(table) else nullcontext()
@@ -340,11 +338,8 @@ def gate_command(
             out,
             label_gates=names,
             sample=sample,
-            plots=plots,
-            images=store,
-            overwrite=overwrite,
-            workers=workers,
-            on_cells=progress,
+            plots=Gallery(plots, store) if plots else None,
+            run=Running(workers, overwrite=overwrite, on_cells=progress),
         )
     shown = Table(*run.counts.columns)
     for row in run.counts.itertuples(index=False):
@@ -385,9 +380,7 @@ def qc_command(
             out,
             focus_channel=focus_channel,
             mads=mads,
-            overwrite=overwrite,
-            workers=workers,
-            on_cells=progress,
+            run=Running(workers, overwrite=overwrite, on_cells=progress),
         )
     shown = Table("gate", "column", "from", "below")
     for t in thresholds:

@@ -17,14 +17,29 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Executor, ProcessPoolExecutor
 from contextlib import contextmanager
+from dataclasses import dataclass
 from multiprocessing import get_context
 
 from ifcml.errors import InputError
 
 PR_SET_PDEATHSIG = 1  # from <sys/prctl.h>
+
+
+@dataclass(frozen=True)
+class Running:
+    """How a job over chunks of cells runs: on ``workers`` local processes (1: in this process)
+    or the Dask cluster at ``scheduler``; whether it continues an interrupted run (``resume``)
+    and may replace a finished output of ifcml's (``overwrite``); who hears of each chunk's cells
+    (``on_cells``)."""
+
+    workers: int = 1
+    scheduler: str | None = None
+    resume: bool = False
+    overwrite: bool = False
+    on_cells: Callable[[int], object] | None = None
 
 
 @contextmanager

@@ -19,6 +19,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 from ifcml.cells import CELL, LABEL
+from ifcml.executors import Running
 from ifcml.experiments.spec import Data, ExperimentSpec
 from ifcml.gating.apply import label_from, membership
 from ifcml.gating.steps import Gating, chain_membership, measure_for, resolve, strategy_columns
@@ -44,13 +45,13 @@ def gating_table(data: Data) -> Path:
     return data.store.with_name(f"{data.store.name}.gating.parquet")
 
 
-def measure_gating_table(data: Data, **options) -> None:
+def measure_gating_table(data: Data, run: Running = Running()) -> None:
     """Measure the gating table when the feature table does not serve (resumable)."""
     from ifcml.io.store import CellStore
 
     path = gating_table(data)
     if path != data.features and not path.exists():
-        measure_for(_needed(data), CellStore(data.store), path, **options)
+        measure_for(_needed(data), CellStore(data.store), path, run)
 
 
 @lru_cache(maxsize=4)

@@ -35,7 +35,7 @@ from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
 from ifcml.cells import LABEL, is_store
 from ifcml.errors import InputError
-from ifcml.executors import executor
+from ifcml.executors import Running, executor
 from ifcml.experiments.design import Design
 from ifcml.experiments.gated_data import gating_digest, gatings, is_gated, measure_gating_table, relabelled
 from ifcml.experiments.mlflow_store import connect, search_all
@@ -217,10 +217,7 @@ def prepare_data(
                 data.features,
                 recipe=load_recipe(data.recipe),
                 channels=[c for c in store.channels if c in needed],
-                workers=workers,
-                scheduler=scheduler,
-                resume=True,
-                on_cells=on_cells,
+                run=Running(workers=workers, scheduler=scheduler, resume=True, on_cells=on_cells),
             )
     _prepare_gates(spec, workers, scheduler, on_cells)
 
@@ -232,7 +229,7 @@ def _prepare_gates(spec: ExperimentSpec, workers: int, scheduler: str | None, on
     if not is_gated(spec.data):
         return
     with claimed(spec.data.store.with_name(f"{spec.data.store.name}.gating"), wait=True):
-        measure_gating_table(spec.data, workers=workers, scheduler=scheduler, on_cells=on_cells)
+        measure_gating_table(spec.data, Running(workers, scheduler, on_cells=on_cells))
         gatings(spec.model_dump_json())  # derives the qc strategy beside the gating table
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from concurrent.futures import Executor, as_completed
 from dataclasses import dataclass
 from functools import lru_cache
@@ -27,7 +27,7 @@ import yaml
 from ifcml import __version__
 from ifcml.cells import CELL, FAILED, METADATA, feature_columns
 from ifcml.errors import InputError, StoreError
-from ifcml.executors import executor
+from ifcml.executors import Running, executor
 from ifcml.features.objects import cell_objects, check_objects
 from ifcml.features.quality import quality_columns
 from ifcml.features.recipe import Recipe
@@ -115,13 +115,10 @@ def write_features(
     recipe: Recipe | None = None,
     engine: str = "cp-measure",
     channels: Iterable[str] | None = None,
-    workers: int = 1,
-    scheduler: str | None = None,
-    resume: bool = False,
-    overwrite: bool = False,
-    on_cells: Callable[[int], None] | None = None,
+    run: Running = Running(),
 ) -> Path:
-    """Measure every cell of a store into ``out`` (Parquet); returns ``out``."""
+    """Measure every cell of a store into ``out`` (Parquet), chunks run as ``run`` says;
+    returns ``out``."""
     store = CellStore(store_path)
     out = Path(out)
     if engine not in ENGINES:
@@ -131,29 +128,21 @@ def write_features(
     store.channel_indices(chosen)  # unknown channel names fail here, before any work
     check_objects(recipe, chosen, has_masks=store.masks is not None)
     job = FeatureJob(store.path.resolve(), store.meta["images_sha256"], chosen, recipe, engine)
-    with writing(out, overwrite, is_ifcml_table, "an ifcml feature table"):
-        _measure_into(store, job, out, resume, workers, scheduler, on_cells)
+    with writing(out, run.overwrite, is_ifcml_table, "an ifcml feature table"):
+        _measure_into(store, job, out, run)
     return out
 
 
-def _measure_into(
-    store: CellStore,
-    job: FeatureJob,
-    out: Path,
-    resume: bool,
-    workers: int,
-    scheduler: str | None,
-    on_cells: Callable[[int], None] | None,
-) -> None:
+def _measure_into(store: CellStore, job: FeatureJob, out: Path, run: Running) -> None:
     """Measure the missing chunks into the working folder, then assemble ``out`` (claimed)."""
-    parts = _open_parts(out, job.manifest(store), resume)
+    parts = _open_parts(out, job.manifest(store), run.resume)
     step = job.recipe.chunk_cells
     chunks = [(a, min(a + step, store.n_cells)) for a in range(0, store.n_cells, step)]
     todo = [(a, b) for a, b in chunks if not _part_path(parts, a, b).exists()]
-    if on_cells:
-        on_cells(store.n_cells - sum(b - a for a, b in todo))
-    with executor(workers, scheduler) as pool:
-        _run_chunks(job, todo, parts, pool, on_cells)
+    if run.on_cells:
+        run.on_cells(store.n_cells - sum(b - a for a, b in todo))
+    with executor(run.workers, run.scheduler) as pool:
+        _run_chunks(job, todo, parts, pool, run.on_cells)
     _assemble(parts, [_part_path(parts, a, b) for a, b in chunks], out)
     settings = {"engine": job.engine, "channels": list(job.channels), **job.recipe.model_dump()}
     out.with_suffix(".recipe.yaml").write_text(yaml.safe_dump(settings, sort_keys=False))

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,6 +16,7 @@ import pyarrow.parquet as pq
 
 from ifcml.cells import CELL, LABEL, is_store
 from ifcml.errors import IfcmlNotice, InputError
+from ifcml.executors import Running
 from ifcml.features.table import table_manifest, write_features
 from ifcml.gating.apply import (
     CHUNK_CELLS,
@@ -44,6 +45,15 @@ class GateRun:
     table: Path  # the table that was gated (the measured one, for a store)
 
 
+@dataclass(frozen=True)
+class Gallery:
+    """Where ``gate_file`` draws each gate (``folder``), and the CellStore its example cells
+    come from (``images``; by default the gated source, when it is a store)."""
+
+    folder: Path
+    images: Path | None = None
+
+
 def gate_file(
     source: Path,
     gates: Path,
@@ -51,28 +61,26 @@ def gate_file(
     *,
     label_gates: Sequence[str] = (),
     sample: str | None = None,
-    plots: Path | None = None,
-    images: Path | None = None,
-    overwrite: bool = False,
-    workers: int = 1,
-    on_cells: Callable[[int], None] | None = None,
+    plots: Gallery | None = None,
+    run: Running = Running(),
 ) -> GateRun:
-    """Gate ``source`` (a cells table, or a CellStore measured first) with ``gates`` into ``out``;
-    with ``plots``, draw each gate there, with example cells from ``images`` (a CellStore; by
-    default ``source`` when it is one)."""
+    """Gate ``source`` (a cells table, or a CellStore measured first, as ``run`` says) with
+    ``gates`` (``sample``'s strategy, in a FlowJo workspace) into ``out``; label cells by
+    ``label_gates``; draw each gate in ``plots``."""
     strategy = load_strategy(gates, sample)
-    if plots is not None and plots.exists() and any(plots.iterdir()) and not overwrite:
-        raise InputError(f"--plots {plots}: already holds files; choose another folder or pass --overwrite")
-    with writing(out, overwrite, is_ifcml_table, "an ifcml cells table"):
-        table_path = _measured(source, out, workers, on_cells) if is_store(source) else source
+    folder = plots.folder if plots else None
+    if folder is not None and folder.exists() and any(folder.iterdir()) and not run.overwrite:
+        raise InputError(f"--plots {folder}: already holds files; choose another folder or pass --overwrite")
+    with writing(out, run.overwrite, is_ifcml_table, "an ifcml cells table"):
+        table_path = _measured(source, out, run) if is_store(source) else source
         view = _gating_view(table_path, strategy)
         members = membership(view, strategy, str(table_path))
         labelled = label_from(members, strategy, label_gates) if label_gates else None
         warn_empty(members, strategy, str(table_path))
         replace_atomically(out, lambda tmp: _write_gated(table_path, members, labelled, strategy, tmp))
     if plots is not None:
-        store = _images_of(table_path, images or (source if is_store(source) else None))
-        draw_gates(view, members, strategy, plots, store)
+        store = _images_of(table_path, plots.images or (source if is_store(source) else None))
+        draw_gates(view, members, strategy, plots.folder, store)
     return GateRun(strategy, counts(members, strategy), labelled, table_path)
 
 
@@ -109,14 +117,12 @@ def qc_file(
     *,
     focus_channel: str = "BF",
     mads: float = 3.0,
-    overwrite: bool = False,
-    workers: int = 1,
-    on_cells: Callable[[int], None] | None = None,
+    run: Running = Running(),
 ) -> list[Threshold]:
     """Write the ready-made QC strategy with thresholds from ``source``'s cells (see
     :mod:`ifcml.gating.qc`)."""
-    with writing(out, overwrite, _is_qc_strategy, "a QC strategy ifcml wrote"):
-        table = _measured(source, out, workers, on_cells) if is_store(source) else source
+    with writing(out, run.overwrite, _is_qc_strategy, "a QC strategy ifcml wrote"):
+        table = _measured(source, out, run) if is_store(source) else source
         return derive_qc_strategy(table, out, focus_channel, mads)
 
 
@@ -124,8 +130,9 @@ def _is_qc_strategy(path: Path) -> bool:
     return path.is_file() and "<!-- ifcml qc:" in path.read_text(errors="replace")[:2000]
 
 
-def _measured(store_path: Path, out: Path, workers: int, on_cells) -> Path:
-    """The store's feature table beside ``out``: measured once, reused when it is this store's."""
+def _measured(store_path: Path, out: Path, run: Running) -> Path:
+    """The store's feature table beside ``out``: measured once (on ``run``'s workers), reused
+    when it is this store's."""
     features = out.with_name(f"{out.stem}.features.parquet")
     digest = CellStore(store_path).meta["images_sha256"]
     if features.exists():
@@ -134,7 +141,9 @@ def _measured(store_path: Path, out: Path, workers: int, on_cells) -> Path:
                 f"{features}: measured from another store than {store_path}; move it away to measure again"
             )
         return features
-    return write_features(store_path, features, workers=workers, on_cells=on_cells)
+    return write_features(
+        store_path, features, run=Running(run.workers, run.scheduler, on_cells=run.on_cells)
+    )
 
 
 def _write_gated(source: Path, members: pd.DataFrame, labelled, strategy: Strategy, path: Path) -> None:

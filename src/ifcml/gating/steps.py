@@ -11,13 +11,14 @@ how many cells each gate removed, as the paper counted its readout on in-focus s
 from __future__ import annotations
 
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cached_property
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from ifcml.executors import Running
 from ifcml.features.recipe import Recipe
 from ifcml.gating.apply import membership, parent_of
 from ifcml.gating.qc import QC_COLUMNS, derive_qc_strategy
@@ -140,18 +141,19 @@ def gate_store(store, gatings: list[Gating], workers: int = 1) -> pd.DataFrame:
 
     columns = {c for g in gatings for c in g.strategy.dimensions}
     with tempfile.TemporaryDirectory(prefix="ifcml-gates-") as folder:
-        table = read_features(measure_for(columns, store, Path(folder) / "gates.parquet", workers=workers))
+        table = read_features(measure_for(columns, store, Path(folder) / "gates.parquet", Running(workers)))
     return chain_membership(table, gatings, str(store.path)).reset_index(drop=True)
 
 
-def measure_for(columns: set[str], store, out: Path, **options) -> Path:
-    """Measure ``store`` into ``out`` with only the families and channels ``columns`` need."""
+def measure_for(columns: set[str], store, out: Path, run: Running = Running()) -> Path:
+    """Measure ``store`` into ``out`` with only the families and channels ``columns`` need
+    (resuming an interrupted run)."""
     from ifcml.features.table import write_features
 
     recipe = recipe_for(columns)
     wanted = {recipe.segmentation.channel} | {token for c in columns for token in c.split("_")}
     channels = [c for c in store.channels if c in wanted]
-    return write_features(store.path, out, recipe=recipe, channels=channels, resume=True, **options)
+    return write_features(store.path, out, recipe=recipe, channels=channels, run=replace(run, resume=True))
 
 
 def recipe_for(columns: set[str]) -> Recipe:
