@@ -5,8 +5,9 @@
 runs when trials are logged as runs). Training all that takes days; what the MLflow UI,
 ``ifcml compare`` and a resumed grid meet is only what the logging layer writes. So recorded
 fold results (seeded predictions of 3 classes whose accuracy differs by design, 20 trials each)
-go through the same calls the grid makes: ``open_parent``, ``open_fold`` / ``finish_fold`` and
-``close_parent``. Used by ``tracking_scale.py`` and by the paper-scale UI test.
+go through the same calls the grid makes: :class:`~ifcml.experiments.tracking.Tracking`'s
+``open_parent``, ``open_fold`` / ``finish_fold`` and ``close_parent``. Used by
+``tracking_scale.py`` and by the paper-scale UI test.
 """
 
 from __future__ import annotations
@@ -14,16 +15,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from ifcml.experiments.mlflow_store import connect
 from ifcml.experiments.results import Evaluation, FoldResult
-from ifcml.experiments.tracking import (
-    DESIGN_TAG,
-    TASK_TAG,
-    close_parent,
-    finish_fold,
-    open_fold,
-    open_parent,
-)
+from ifcml.experiments.tracking import DESIGN_TAG, TASK_TAG, Tracking
 from ifcml.models.tuning import Trial
 
 MODELS = ["naive_bayes", "random_forest", "linear_svm", "xgboost", "resnet50"]
@@ -42,7 +35,7 @@ def build(
 ) -> dict[str, float]:
     """Log the paper's grid (or its first ``designs`` designs) into ``uri``; returns each
     design's name -> pooled balanced accuracy."""
-    client = connect(uri)
+    tracking = Tracking(uri)
     rng = np.random.default_rng(0)
     table = pd.DataFrame(
         {
@@ -64,18 +57,18 @@ def build(
             "confounded": "no",
         }
         design = f"paper{number:04d}"
-        parent = open_parent(
+        parent = tracking.open_parent(
             experiment, name, {**tags, DESIGN_TAG: design}, {"model": model}, table, "paper.parquet", design
         )
         evaluation = Evaluation(model, CLASSES)
         for instance, cells_of in table.groupby("Metadata_instance"):
             fold = _recorded_fold(instance, cells_of, skill, trials, rng)
-            run = open_fold(
-                client, parent, instance, {**tags, DESIGN_TAG: design, TASK_TAG: f"{design}/{instance}"}
+            run = tracking.open_fold(
+                parent, instance, {**tags, DESIGN_TAG: design, TASK_TAG: f"{design}/{instance}"}
             )
-            finish_fold(client, run, fold, CLASSES, log_trials=log_trials)
+            tracking.finish_fold(run, fold, CLASSES, log_trials=log_trials)
             evaluation.folds.append(fold)
-        summary = close_parent(parent, evaluation, None, positive="leukemic", seed=0)
+        summary = tracking.close_parent(parent, evaluation, None, positive="leukemic", seed=0)
         pooled[name] = summary["balanced_accuracy"]
     return pooled
 

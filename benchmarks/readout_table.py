@@ -24,7 +24,7 @@ import pandas as pd
 from ifcml.experiments.compare import comparison
 from ifcml.experiments.learning_curve import SIZE
 from ifcml.experiments.metrics import corrected_readout
-from ifcml.experiments.mlflow_store import connect
+from ifcml.experiments.tracking import Tracking
 from ifcml.io.store import CellStore
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -39,14 +39,14 @@ def main() -> None:
     parser.add_argument("--unit", default="instance", help="instance, or a column of the store's cells table")
     parser.add_argument("--store", type=Path, help="The store whose cells table has --unit")
     args = parser.parse_args()
-    client = connect(args.tracking_uri, existing=True)
-    designs, _ = comparison(client, args.experiment)
+    tracking = Tracking(args.tracking_uri, existing=True)
+    designs, _ = comparison(tracking, args.experiment)
     units = CellStore(args.store).cells.set_index("cell_id")[args.unit] if args.store else None
     tables = []
     with tempfile.TemporaryDirectory() as tmp:
         for _, design in designs[designs[SIZE] == "all"].iterrows():
             predictions = pd.read_parquet(
-                client.download_artifacts(design["run_id"], "predictions.parquet", tmp)
+                tracking.client.download_artifacts(design["run_id"], "predictions.parquet", tmp)
             )
             if units is not None:
                 predictions["instance"] = predictions["cell_id"].map(units).astype(str)

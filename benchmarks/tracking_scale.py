@@ -27,8 +27,8 @@ from pathlib import Path
 
 from child import run_ifcml
 from ifcml.experiments.compare import comparison
-from ifcml.experiments.mlflow_store import connect, search_all
 from ifcml.experiments.mlflow_ui import DESIGNS_FILTER
+from ifcml.experiments.tracking import Tracking
 from paper_scale_store import build
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -59,14 +59,14 @@ def measure(folder: Path, size: str, log_trials: bool) -> dict:
     started = time.perf_counter()
     build(uri, experiment="scale", log_trials=log_trials, **SIZES[size])
     logging = time.perf_counter() - started
-    client = connect(uri)
-    experiment = client.get_experiment_by_name("scale").experiment_id
-    runs = search_all(client, [experiment], "")
+    tracking = Tracking(uri)
+    experiment = tracking.experiment_id("scale")
+    runs = tracking.search([experiment], "")
     newest_first = sorted(runs, key=lambda r: r.info.start_time, reverse=True)
     positions = [k for k, run in enumerate(newest_first) if "mlflow.parentRunId" not in run.data.tags]
-    designs_view = search_all(client, [experiment], DESIGNS_FILTER)
+    designs_view = tracking.search([experiment], DESIGNS_FILTER)
     started = time.perf_counter()
-    comparison(client, "scale")
+    comparison(tracking, "scale")
     compare_alone = time.perf_counter() - started
     wall, peak = run_ifcml(["compare", "scale", "--tracking-uri", uri, "--out", str(folder / "report")], 1)
     old_wall, old_peak = _old_read(uri)

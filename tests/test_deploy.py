@@ -7,7 +7,6 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from mlflow import MlflowClient
 
 from ifcml.cells import CELL
 from ifcml.deploy.export import export_model
@@ -15,6 +14,7 @@ from ifcml.deploy.predict import model_card, sample_readout, write_predictions
 from ifcml.errors import IfcmlError
 from ifcml.experiments.grid import run_grid
 from ifcml.experiments.spec import load_experiment
+from ifcml.experiments.tracking import Tracking
 from ifcml.features.table import read_features
 from ifcml.io.store import CellStore
 
@@ -48,7 +48,7 @@ def classical(tmp_path_factory, simulated_features):
 def test_the_exported_model_measures_raw_cells_as_the_grid_did(classical):
     tmp, uri, store = classical
     mlflow.set_tracking_uri(uri)
-    exported = export_model(MlflowClient(uri), "classical", "balanced_accuracy", tmp / "best")
+    exported = export_model(Tracking(uri), "classical", "balanced_accuracy", tmp / "best")
     top = mlflow.search_runs(experiment_names=["classical"], filter_string="tags.model != ''")
     top = top[top["tags.mlflow.parentRunId"].isna()]
     assert exported.value == top["metrics.balanced_accuracy"].max() and exported.confounded is None
@@ -87,11 +87,11 @@ def test_export_refuses_to_overwrite_and_names_what_it_knows(classical):
     mlflow.set_tracking_uri(uri)
     (tmp / "taken").mkdir()
     with pytest.raises(IfcmlError, match="taken: already exists"):
-        export_model(MlflowClient(uri), "classical", "balanced_accuracy", tmp / "taken")
+        export_model(Tracking(uri), "classical", "balanced_accuracy", tmp / "taken")
     with pytest.raises(IfcmlError, match="no design of 'classical' has 'balanced_acc'; it has .*readout_mae"):
-        export_model(MlflowClient(uri), "classical", "balanced_acc", tmp / "x")
+        export_model(Tracking(uri), "classical", "balanced_acc", tmp / "x")
     with pytest.raises(IfcmlError, match="has no finished 'xgboost'; it has linear_svm, naive_bayes"):
-        export_model(MlflowClient(uri), "classical", "balanced_accuracy", tmp / "x", model="xgboost")
+        export_model(Tracking(uri), "classical", "balanced_accuracy", tmp / "x", model="xgboost")
     assert not (tmp / "x").exists()
 
 
@@ -101,7 +101,7 @@ def test_a_registered_export_loads_by_alias_and_stays_out_of_the_comparison(clas
     tmp, uri, store = classical
     mlflow.set_tracking_uri(uri)
     exported = export_model(
-        MlflowClient(uri),
+        Tracking(uri),
         "classical",
         "readout_mae",
         tmp / "registered",
@@ -112,7 +112,7 @@ def test_a_registered_export_loads_by_alias_and_stays_out_of_the_comparison(clas
     assert exported.registered == "models:/marrow@prod" and exported.model == "naive_bayes"
     loaded = mlflow.pyfunc.load_model("models:/marrow@prod")
     assert loaded.metadata.metadata["source_run_id"] == exported.run_id
-    table, _ = comparison(MlflowClient(uri), "classical")
+    table, _ = comparison(Tracking(uri), "classical")
     assert sorted(table["model"]) == ["linear_svm", "naive_bayes"]  # the export run is not a design
 
 
@@ -120,7 +120,7 @@ def test_the_readout_of_new_samples_per_cell_and_per_sample(classical):
     tmp, uri, store = classical
     mlflow.set_tracking_uri(uri)
     model_dir = tmp / "readout_model"
-    export_model(MlflowClient(uri), "classical", "balanced_accuracy", model_dir, model="naive_bayes")
+    export_model(Tracking(uri), "classical", "balanced_accuracy", model_dir, model="naive_bayes")
     samples = write_predictions(model_dir, [store], tmp / "readout", min_cells=60)
     cells = pd.read_csv(tmp / "readout" / "cells.csv")
     assert len(cells) == store.n_cells and cells["predicted"].notna().all()
@@ -156,7 +156,7 @@ def test_predict_says_what_new_samples_lack(classical, ifcml):
     tmp, uri, _ = classical
     mlflow.set_tracking_uri(uri)
     model_dir = tmp / "cli_model"
-    export_model(MlflowClient(uri), "classical", "balanced_accuracy", model_dir)
+    export_model(Tracking(uri), "classical", "balanced_accuracy", model_dir)
     new = tmp / "new_tiff"
     assert ifcml("simulate", new, "--patients", "1", "--timepoints", "day0", "--cells-per-sample", "8",
                  "--channels", "BF,DF", "--seed", "3")[0] == 0  # fmt: skip
@@ -184,7 +184,7 @@ def test_new_cells_are_brought_to_the_training_tile_size():
 def test_an_exported_network_takes_raw_images(tmp_path, deep_store):
     spec = {"spec": "compact_cnn", "settings": {"training": {"max_epochs": 1}}}
     uri = grid(tmp_path, "deep", {"store": deep_store.path}, [spec])
-    exported = export_model(MlflowClient(uri), "deep", "balanced_accuracy", tmp_path / "net")
+    exported = export_model(Tracking(uri), "deep", "balanced_accuracy", tmp_path / "net")
     parent = mlflow.MlflowClient().list_artifacts(exported.run_id)
     assert "embedding_tsne.png" in {a.path for a in parent}  # the report's embedding figure
 

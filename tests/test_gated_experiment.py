@@ -10,12 +10,12 @@ import mlflow
 import numpy as np
 import pandas as pd
 import yaml
-from mlflow import MlflowClient
 
 from ifcml.deploy.export import export_model
 from ifcml.deploy.predict import write_predictions
 from ifcml.experiments.grid import _design, prepare_data, run_grid
 from ifcml.experiments.spec import load_experiment
+from ifcml.experiments.tracking import Tracking
 from ifcml.features.table import read_features
 from ifcml.io.store import CellStore
 
@@ -64,7 +64,7 @@ def test_a_gated_experiment_trains_and_reads_out_the_kept_cells_only(tmp_path, s
     design = design[design["tags.mlflow.parentRunId"].isna()].iloc[0]
     assert design["params.gates"] == "features.qc.xml:in_focus"
 
-    exported = export_model(MlflowClient(uri), "gated", "balanced_accuracy", tmp_path / "model")
+    exported = export_model(Tracking(uri), "gated", "balanced_accuracy", tmp_path / "model")
     out = tmp_path / "predictions"
     samples = write_predictions(exported.path, [CellStore(store)], out)
     cells = pd.read_csv(out / "cells.csv")

@@ -13,6 +13,7 @@ from mlflow.tracking import MlflowClient
 from ifcml.errors import IfcmlError
 from ifcml.experiments.grid import DESIGN_TAG, TASK_TAG, Task, run_grid, run_task
 from ifcml.experiments.spec import load_experiment
+from ifcml.experiments.tracking import Tracking
 
 
 def write_spec(tmp_path, features, name, **changes):
@@ -77,7 +78,7 @@ def run_grid_until(spec, uri, tasks: int) -> int:
     experiment = mlflow.set_experiment(spec.name).experiment_id
     design = grid._design(spec, 0, "label_free")
     key = grid._key(spec, design, "label_free")
-    parent = grid._open(spec, design, "label_free", [], key)
+    parent = grid._open(Tracking(uri), spec, design, "label_free", [], key)
     folds = design.folds(spec.split, spec.seed)
     for fold in folds[:tasks]:
         assert run_task(Task(spec, 0, "label_free", fold.name, f"{key}/{fold.name}", parent, uri)) is None
@@ -140,11 +141,11 @@ def test_the_report_reads_mlflow_and_renders_in_a_headless_browser(tmp_path, sim
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     spec = write_spec(tmp_path, simulated_features, "report", models=["naive_bayes", "linear_svm"])
     run_grid(spec, uri)
-    table, folds = comparison(MlflowClient(uri), "report")
+    table, folds = comparison(Tracking(uri), "report")
     assert sorted(table["model"]) == ["linear_svm", "linear_svm", "naive_bayes", "naive_bayes"]
     assert len(folds) == 4 * 8 and folds["accuracy"].between(0, 1).all()
     assert table["balanced accuracy"].between(table["BA CI low"], table["BA CI high"]).all()
-    report, _ = write_report(MlflowClient(uri), "report", tmp_path / "out")
+    report, _ = write_report(Tracking(uri), "report", tmp_path / "out")
     html = report.read_text()
     images = 1 + len(table) + 1  # accuracy box plots, each design's confusion matrix, the readout
     assert html.count("data:image/png;base64,") == images and 'src="http' not in html  # self-contained

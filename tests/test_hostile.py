@@ -24,8 +24,8 @@ import yaml
 from sklearn.preprocessing import FunctionTransformer
 
 from ifcml.deploy.export import export_model
-from ifcml.experiments.mlflow_store import connect
 from ifcml.experiments.run import TrainOptions, run_model
+from ifcml.experiments.tracking import Tracking
 
 MARKER = "ran.txt"  # what tampered code would write: its absence proves nothing of it ran
 
@@ -66,7 +66,7 @@ def exported(tmp_path_factory, simulated_features):
     uri = f"sqlite:///{folder / 'mlflow.db'}"
     options = TrainOptions(channels=["BF", "DF"], max_evals=1, experiment="base", uri=uri)
     run_model(simulated_features, "naive_bayes", options)
-    export_model(connect(uri), "base", "balanced_accuracy", folder / "model")
+    export_model(Tracking(uri), "base", "balanced_accuracy", folder / "model")
     return simulated_features.parent / "store", simulated_features, folder / "model", uri
 
 

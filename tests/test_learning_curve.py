@@ -15,6 +15,7 @@ from ifcml.experiments.compare import write_report
 from ifcml.experiments.grid import run_grid
 from ifcml.experiments.spec import load_experiment
 from ifcml.experiments.splits import limit_per_class
+from ifcml.experiments.tracking import Tracking
 
 
 def test_training_sets_are_capped_per_class_nested_and_seeded():
@@ -72,7 +73,7 @@ def test_a_curve_adds_designs_beside_the_finished_full_ones(tmp_path, simulated_
     assert {run.data.metrics["train_cells"] for run in folds} == {30.0}  # 10 per class, 3 classes
     assert {run.data.metrics["cells"] for run in folds} == {60.0}  # held-out units never shrink
 
-    page, table = write_report(client, "curve", tmp_path / "report")
+    page, table = write_report(Tracking(uri), "curve", tmp_path / "report")
     assert sorted(table[learning_curve.SIZE]) == ["10", "40", "all"]
     html = page.read_text()
     assert "Learning curves: held-out balanced accuracy against training cells per class" in html
@@ -82,7 +83,7 @@ def test_a_curve_adds_designs_beside_the_finished_full_ones(tmp_path, simulated_
     assert html.count("data:image/png;base64,") == images
     csv = pd.read_csv(tmp_path / "report" / "comparison.csv")
     assert list(csv.columns[:4]) == ["model", "channel set", "branch", "train cells/class"]
-    best = best_design(client, "curve", "balanced_accuracy")
+    best = best_design(Tracking(uri), "curve", "balanced_accuracy")
     assert best["tags.train_cells_per_class"] == "all"  # a curve's smaller design is never exported
 
     code, out, err = ifcml(

@@ -17,10 +17,10 @@ import mlflow
 import pytest
 from mlflow import MlflowClient
 
-from ifcml.experiments import mlflow_store
+from ifcml.experiments import tracking as tracking_module
 from ifcml.experiments.compare import comparison, write_report
 from ifcml.experiments.grid import run_grid
-from ifcml.experiments.tracking import DESIGN_TAG, TASK_TAG
+from ifcml.experiments.tracking import DESIGN_TAG, TASK_TAG, Tracking
 from test_grid import parents, run_grid_until, write_spec
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
@@ -33,7 +33,7 @@ def one_design(tmp_path, features, name, **changes):
 
 @pytest.mark.parametrize(
     ("page", "clutter"),
-    [(3, 10), pytest.param(mlflow_store.SEARCH_PAGE, 1100, marks=pytest.mark.slow)],
+    [(3, 10), pytest.param(tracking_module.SEARCH_PAGE, 1100, marks=pytest.mark.slow)],
     ids=["pages-of-3", "1100-runs"],
 )
 def test_a_design_past_one_page_of_runs_resumes_without_a_duplicate(
@@ -56,7 +56,7 @@ def test_a_design_past_one_page_of_runs_resumes_without_a_duplicate(
             run_name=f"trial {k}",
         )
         client.set_terminated(trial.info.run_id)
-    monkeypatch.setattr(mlflow_store, "SEARCH_PAGE", page)
+    monkeypatch.setattr(tracking_module, "SEARCH_PAGE", page)
     resumed = run_grid(spec, uri)
     assert not resumed.failed and resumed.skipped == 5 and resumed.done == 3 + 1  # 3 folds + the final
     top = parents(uri, "paged")
@@ -77,8 +77,7 @@ def test_two_grids_of_one_spec_at_once_share_every_design(tmp_path, simulated_fe
         assert grid.returncode == 0 and "Traceback" not in err, err[-3000:]
     top = parents(uri, "twice")
     assert sorted(top.index) == ["all", "label_free"] and (top["status"] == "FINISHED").all()
-    client = MlflowClient(uri)
-    table, folds = comparison(client, spec.name)
+    table, folds = comparison(Tracking(uri), spec.name)
     assert len(table) == 2 and len(folds) == 2 * 8  # every design and every fold once
     finished = mlflow.search_runs(experiment_names=["twice"], filter_string="attributes.status = 'FINISHED'")
     assert finished[f"tags.{TASK_TAG}"].dropna().is_unique
@@ -91,7 +90,7 @@ def test_the_report_notes_missing_artifacts_instead_of_failing(tmp_path, simulat
     for name in ("confusion_matrix.png", "per_instance.csv"):
         (path,) = (tmp_path / "mlartifacts").rglob(name)
         path.unlink()
-    report, table = write_report(MlflowClient(uri), "damaged", tmp_path / "report")
+    report, table = write_report(Tracking(uri), "damaged", tmp_path / "report")
     html = report.read_text()
     assert len(table) == 1 and html.count("data:image/png;base64,") == 1  # the per-unit box plots
     assert "Missing from MLflow" in html
@@ -147,8 +146,8 @@ def test_a_grid_on_an_mlflow_server_with_dask_workers_equals_a_local_store(tmp_p
         assert local.done == remote.done == 9 and not remote.failed
         assert resumed.done == 0 and resumed.skipped == 9
         expected, got = (
-            comparison(MlflowClient(local_uri), "lab"),
-            comparison(MlflowClient(remote_uri), "lab"),
+            comparison(Tracking(local_uri), "lab"),
+            comparison(Tracking(remote_uri), "lab"),
         )
         assert got[0]["balanced accuracy"].tolist() == pytest.approx(
             expected[0]["balanced accuracy"].tolist()
@@ -173,10 +172,10 @@ def test_the_papers_grid_shows_every_design_on_the_first_page_of_the_mlflow_ui(t
         pytest.skip("Debian's chromium is not installed (.ci/run installs it)")
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     pooled = build(uri)  # 40 designs x 19 held-out samples, 20 trials each
-    client = MlflowClient(uri)
-    experiment = client.get_experiment_by_name("doan2020_label_free").experiment_id
-    assert len(mlflow_store.search_all(client, [experiment], "")) == 40 + 40 * 19  # trials are not runs
-    table, folds = comparison(client, "doan2020_label_free")
+    tracking = Tracking(uri)
+    experiment = tracking.experiment_id("doan2020_label_free")
+    assert len(tracking.search([experiment], "")) == 40 + 40 * 19  # trials are not runs
+    table, folds = comparison(tracking, "doan2020_label_free")
     assert len(table) == 40 and len(folds) == 40 * 19
 
     port = free_port()

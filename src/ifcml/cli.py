@@ -527,8 +527,8 @@ def grid_command(
 ) -> None:
     """Run an experiment grid (models x channel sets x held-out units); re-run to resume."""
     from ifcml.experiments.grid import prepare_data, run_grid
-    from ifcml.experiments.mlflow_store import tracking_uri as default_uri
     from ifcml.experiments.spec import load_experiment
+    from ifcml.experiments.tracking import tracking_uri as default_uri
 
     experiment = load_experiment(spec)
     check_scheduler(scheduler)
@@ -571,16 +571,14 @@ def compare_command(
     link to the designs in the MLflow UI, sorted by ``--metric``."""
     from ifcml.experiments import learning_curve
     from ifcml.experiments.compare import write_report
-    from ifcml.experiments.mlflow_store import connect
-    from ifcml.experiments.mlflow_store import tracking_uri as default_uri
-    from ifcml.experiments.mlflow_ui import add_view, check_metric
+    from ifcml.experiments.mlflow_ui import check_metric
+    from ifcml.experiments.tracking import Tracking
 
     check_metric(metric)  # before anything is written
-    uri = default_uri(tracking_uri)
-    client = connect(uri, existing=True)
-    report, table = write_report(client, experiment, out or Path(f"compare_{experiment}"))
-    experiment_id = client.get_experiment_by_name(experiment).experiment_id
-    add_view(client, experiment_id, metric)
+    tracking = Tracking(tracking_uri, existing=True)
+    report, table = write_report(tracking, experiment, out or Path(f"compare_{experiment}"))
+    tracking.add_view(experiment, metric)
+    uri, experiment_id = tracking.uri, tracking.experiment_id(experiment)
     sizes = learning_curve.has_curve(table)  # a learning curve's designs: say each one's size
     shown = Table(
         "model",
@@ -623,11 +621,10 @@ def export_command(
 ) -> None:
     """The best (model, channel set) as an MLflow model that takes raw cell images or a store."""
     from ifcml.deploy.export import export_model
-    from ifcml.experiments.mlflow_store import connect
-    from ifcml.experiments.mlflow_store import tracking_uri as default_uri
+    from ifcml.experiments.tracking import Tracking
 
-    client = connect(default_uri(tracking_uri), existing=True)
-    exported = export_model(client, experiment, metric, out, model=model, register=register, alias=alias)
+    tracking = Tracking(tracking_uri, existing=True)
+    exported = export_model(tracking, experiment, metric, out, model=model, register=register, alias=alias)
     _print_exported(exported)
 
 
@@ -745,15 +742,14 @@ def ui_command(
 ) -> None:
     """The MLflow UI for the configured store, bound to 127.0.0.1 only; prints the link to each
     ifcml experiment's designs (best first, with their metrics)."""
-    from ifcml.experiments.mlflow_store import connect
-    from ifcml.experiments.mlflow_store import tracking_uri as default_uri
     from ifcml.experiments.mlflow_ui import VIEW_TAG, designs_link
+    from ifcml.experiments.tracking import Tracking
 
-    uri = default_uri(tracking_uri)
-    client = connect(uri)  # creates a new store safely before the server opens it
+    tracking = Tracking(tracking_uri)  # creates a new store safely before the server opens it
+    uri = tracking.uri
     base = f"http://127.0.0.1:{port}"
     console.print(f"MLflow UI for {uri} on {base} (Ctrl-C stops it)", highlight=False)
-    for experiment in client.search_experiments():
+    for experiment in tracking.client.search_experiments():
         if VIEW_TAG in experiment.tags:
             console.print(
                 f"{experiment.name}: {designs_link(base, experiment.experiment_id)}", highlight=False
@@ -780,14 +776,14 @@ def embed_command(
     ] = None,
 ) -> None:
     """Pooled features of every cell, PCA / t-SNE (/ UMAP) plots and TensorBoard projector files."""
-    from ifcml.experiments.mlflow_store import connect
-    from ifcml.experiments.mlflow_store import tracking_uri as default_uri
+    from ifcml.experiments.tracking import Tracking
     from ifcml.models.embed import embed
     from ifcml.models.inference import load_for_inference
 
+    uri = None
     if not Path(model).exists():  # runs:/ and models:/ are found in the tracking store
-        connect(default_uri(tracking_uri), existing=True)
-    network = load_for_inference(model, _names(channels))
+        uri = Tracking(tracking_uri, existing=True).uri
+    network = load_for_inference(model, _names(channels), tracking_uri=uri)
     opened = CellStore(store)
     with cell_progress(opened.n_cells, "embed") as update:
         result = embed(network, opened, out, max_points=max_points, seed=seed, on_cells=update)

@@ -85,8 +85,10 @@ def experiment(demo: Demo):
     from ifcml.experiments.spec import EXPERIMENTS_DIR, load_experiment
 
     spec = load_experiment(EXPERIMENTS_DIR / "demo.yaml")
-    labels_from = spec.data.labels_from.model_copy(  # the shipped strategy, wherever the demo runs
-        update={"strategy": str(EXPERIMENTS_DIR.parent / spec.data.labels_from.strategy)}
+    shipped = spec.data.labels_from
+    assert shipped is not None, "experiments/demo.yaml takes its labels from gates/simulated_panel.xml"
+    labels_from = shipped.model_copy(  # the shipped strategy, wherever the demo runs
+        update={"strategy": str(EXPERIMENTS_DIR.parent / shipped.strategy)}
     )
     data = spec.data.model_copy(
         update={"store": demo.store, "features": demo.out / "features.parquet", "labels_from": labels_from}
@@ -115,20 +117,20 @@ def grid(demo: Demo, spec, on_task: Callable[[int], None] | None = None, on_tota
 def report(demo: Demo, spec) -> Path:
     """The comparison report, ``OUT/report/report.html``."""
     from ifcml.experiments.compare import write_report
-    from ifcml.experiments.mlflow_store import connect
+    from ifcml.experiments.tracking import Tracking
 
-    page, _ = write_report(connect(demo.uri), spec.name, demo.out / "report")
+    page, _ = write_report(Tracking(demo.uri, existing=True), spec.name, demo.out / "report")
     return page
 
 
 def export(demo: Demo, spec):
     """The best design as an exported model at ``OUT/model``; None when it was exported before."""
     from ifcml.deploy.export import export_model
-    from ifcml.experiments.mlflow_store import connect
+    from ifcml.experiments.tracking import Tracking
 
     if demo.model.exists():
         return None
-    return export_model(connect(demo.uri, existing=True), spec.name, "balanced_accuracy", demo.model)
+    return export_model(Tracking(demo.uri, existing=True), spec.name, "balanced_accuracy", demo.model)
 
 
 def read_out(demo: Demo, bars: Bars = no_bars) -> pd.DataFrame:

@@ -39,7 +39,7 @@ class Running:
     scheduler: str | None = None
     resume: bool = False
     overwrite: bool = False
-    on_cells: Callable[[int], object] | None = None
+    on_cells: Callable[[int], None] | None = None
 
 
 @contextmanager

@@ -44,7 +44,7 @@ SILENT = Progress()
 
 # A factory of counting callbacks for steps that move through cells: ``with bars(total, "ingest")
 # as update: update(n)``. The CLI passes progress bars; the library's default counts nothing.
-Bars = Callable[[int | None, str], AbstractContextManager[Callable[[int], object]]]
+Bars = Callable[[int | None, str], AbstractContextManager[Callable[[int], None]]]
 
 
 @contextmanager
@@ -52,11 +52,11 @@ def no_bars(total: int | None, what: str) -> Iterator[Callable[[int], None]]:
     yield _ignore
 
 
-def counting(on_cells: Callable[[int], object] | None) -> Bars:
+def counting(on_cells: Callable[[int], None] | None) -> Bars:
     """Bars that all tell ``on_cells`` (or nobody)."""
 
     @contextmanager
-    def bars(total: int | None, what: str) -> Iterator[Callable[[int], object]]:
+    def bars(total: int | None, what: str) -> Iterator[Callable[[int], None]]:
         yield on_cells or _ignore
 
     return bars

@@ -23,7 +23,6 @@ from pathlib import Path
 import mlflow
 import pandas as pd
 from mlflow.models import Model, ModelSignature
-from mlflow.tracking import MlflowClient
 from mlflow.types import ParamSchema, ParamSpec
 from packaging.requirements import Requirement
 
@@ -33,6 +32,7 @@ from ifcml.errors import InputError
 from ifcml.experiments.compare import design_runs
 from ifcml.experiments.mlflow_ui import lower_is_better
 from ifcml.experiments.run import TRAIN_SIZE_TAG
+from ifcml.experiments.tracking import Tracking
 from ifcml.outputs import claimed, replace_atomically
 
 SIGNATURE = ModelSignature(params=ParamSchema([ParamSpec("workers", "long", 1)]))
@@ -50,10 +50,10 @@ class Exported:
     confounded: str | None  # why the design's metric cannot be trusted, when it cannot
 
 
-def best_design(client: MlflowClient, experiment: str, metric: str, model: str | None = None) -> pd.Series:
+def best_design(tracking: Tracking, experiment: str, metric: str, model: str | None = None) -> pd.Series:
     """The finished parent run of ``experiment`` (of ``model`` only, if given) best by ``metric``,
     among the designs trained on every cell (a learning curve's smaller ones are not candidates)."""
-    top = design_runs(client, experiment)
+    top = design_runs(tracking, experiment)
     size = f"tags.{TRAIN_SIZE_TAG}"
     if size in top:
         top = top[top[size].fillna("all") == "all"]
@@ -72,7 +72,7 @@ def best_design(client: MlflowClient, experiment: str, metric: str, model: str |
 
 
 def export_model(
-    client: MlflowClient,
+    tracking: Tracking,
     experiment: str,
     metric: str,
     out: Path,
@@ -84,11 +84,11 @@ def export_model(
     """Save the best design of ``experiment`` as an MLflow model at ``out`` (never replaced)."""
     out = Path(out)
     with claimed(out):
-        return _export(client, experiment, metric, out, model, register, alias)
+        return _export(tracking, experiment, metric, out, model, register, alias)
 
 
 def _export(
-    client: MlflowClient,
+    tracking: Tracking,
     experiment: str,
     metric: str,
     out: Path,
@@ -98,11 +98,11 @@ def _export(
 ) -> Exported:
     if out.exists():
         raise InputError(f"{out}: already exists; export to another --out or remove it first")
-    best = best_design(client, experiment, metric, model)
+    best = best_design(tracking, experiment, metric, model)
     run_id = best["run_id"]
     with tempfile.TemporaryDirectory() as tmp:
         try:
-            inner = client.download_artifacts(run_id, "model", tmp)
+            inner = tracking.client.download_artifacts(run_id, "model", tmp)
         except Exception as exc:  # mlflow raises several kinds for a missing artifact
             raise InputError(f"run {run_id}: has no model to export ({exc})") from exc
         trained = Model.load(inner).metadata or {}
@@ -116,7 +116,7 @@ def _export(
             "ifcml_version": ifcml.__version__,
             "experiment": experiment,
             "source_run_id": run_id,
-            "tracking_uri": client.tracking_uri,
+            "tracking_uri": tracking.uri,
             "model": best["tags.model"],
             "channel_set": best["tags.channel_set"],
             "metric": metric,
@@ -138,7 +138,7 @@ def _export(
             warnings.filterwarnings("ignore", ".*An input example was not provided")
             replace_atomically(out, lambda staging: mlflow.pyfunc.save_model(staging, **arguments))
             registered = (
-                _register(client, experiment, run_id, register, alias, arguments) if register else None
+                tracking.register(experiment, run_id, register, alias, arguments) if register else None
             )
     confounded = metadata["confounded"] if metadata["confounded"] not in ("no", None) else None
     return Exported(
@@ -159,15 +159,3 @@ def pinned_requirements() -> list[str]:
         except PackageNotFoundError:
             pins.append(str(requirement))
     return pins
-
-
-def _register(
-    client: MlflowClient, experiment: str, run_id: str, name: str, alias: str, arguments: dict
-) -> str:
-    """Log the same model in a run of ``experiment`` (tag kind=export), register it, set the alias."""
-    experiment_id = client.get_experiment_by_name(experiment).experiment_id
-    tags = {"kind": "export", "ifcml.exported_from": run_id}
-    with mlflow.start_run(experiment_id=experiment_id, run_name=f"export of {run_id}", tags=tags):
-        info = mlflow.pyfunc.log_model(name="model", registered_model_name=name, **arguments)
-    client.set_registered_model_alias(name, alias, info.registered_model_version)
-    return f"models:/{name}@{alias}"

@@ -24,41 +24,37 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-import mlflow  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from mlflow.entities import Run  # noqa: E402
 from mlflow.exceptions import MlflowException  # noqa: E402
-from mlflow.tracking import MlflowClient  # noqa: E402
 
 from ifcml.errors import InputError  # noqa: E402
 from ifcml.experiments import learning_curve  # noqa: E402
-from ifcml.experiments.mlflow_store import search_all  # noqa: E402
 from ifcml.experiments.mlflow_ui import DESIGN_METRICS, DESIGNS_FILTER, designs_link, ui_base  # noqa: E402
 from ifcml.experiments.run import TRAIN_SIZE_TAG  # noqa: E402
+from ifcml.experiments.tracking import Tracking  # noqa: E402
 from ifcml.outputs import check_replaceable, replace_atomically  # noqa: E402
 from ifcml.readout import CUTOFFS, DEFAULT_POSITIVE  # noqa: E402
 
 HIDDEN = ["run_id", "artifact_uri", "n classes", "positive"]  # the report's own columns, not shown
 
 
-def design_runs(client: MlflowClient, experiment: str) -> pd.DataFrame:
+def design_runs(tracking: Tracking, experiment: str) -> pd.DataFrame:
     """One row per finished design (top-level run, exports excluded) of ``experiment``, in
     ``mlflow.search_runs``' column names (``metrics.*``, ``params.*``, ``tags.*``)."""
-    found = client.get_experiment_by_name(experiment)
-    if found is None:
-        raise InputError(f"no MLflow experiment {experiment!r} at {client.tracking_uri}")
-    runs = search_all(client, [found.experiment_id], f"{DESIGNS_FILTER} and attributes.status = 'FINISHED'")
+    experiment_id = tracking.experiment_id(experiment)
+    runs = tracking.search([experiment_id], f"{DESIGNS_FILTER} and attributes.status = 'FINISHED'")
     if not runs:
         raise InputError(f"experiment {experiment!r} has no finished (model, channel set) runs yet")
     return pd.DataFrame([_flat(run) for run in runs])
 
 
-def fold_runs(client: MlflowClient, designs: pd.DataFrame) -> pd.DataFrame:
+def fold_runs(tracking: Tracking, designs: pd.DataFrame) -> pd.DataFrame:
     """Held-out unit, accuracy, training cells and design run id of every finished fold under
     ``designs`` (one or more, from :func:`design_runs`)."""
     experiment = designs["experiment_id"].iloc[0]
-    runs = search_all(client, [experiment], "tags.held_out IS NOT NULL and attributes.status = 'FINISHED'")
+    runs = tracking.search([experiment], "tags.held_out IS NOT NULL and attributes.status = 'FINISHED'")
     wanted = set(designs["run_id"])
     rows = [
         {
@@ -73,11 +69,11 @@ def fold_runs(client: MlflowClient, designs: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["run_id", "held_out", "accuracy", "train_cells"])
 
 
-def comparison(client: MlflowClient, experiment: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+def comparison(tracking: Tracking, experiment: str) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(one row per finished design's parent run, one row per held-out fold run). Designs
     trained on every cell come first, best first per channel set; a learning curve's smaller
     designs follow, per model from the smallest."""
-    top = design_runs(client, experiment)
+    top = design_runs(tracking, experiment)
     table = pd.DataFrame({"run_id": top["run_id"], "artifact_uri": top["artifact_uri"]})
     for tag, name in {"model": "model", "channel_set": "channel set", "branch": "branch"}.items():
         table[name] = top.get(f"tags.{tag}")
@@ -91,7 +87,7 @@ def comparison(client: MlflowClient, experiment: str) -> tuple[pd.DataFrame, pd.
     full = table[size == "all"].sort_values(["channel set", "balanced accuracy"], ascending=[True, False])
     points = table[size != "all"].assign(cap=pd.to_numeric(size[size != "all"]))
     table = pd.concat([full, points.sort_values(["channel set", "model", "cap"]).drop(columns="cap")])
-    folds = fold_runs(client, top).merge(table[["run_id", "model", "channel set"]], on="run_id")
+    folds = fold_runs(tracking, top).merge(table[["run_id", "model", "channel set"]], on="run_id")
     return table.reset_index(drop=True), folds
 
 
@@ -100,7 +96,7 @@ def _column(runs: pd.DataFrame, name: str, default) -> pd.Series:
     return runs[name].fillna(default) if name in runs else pd.Series(default, index=runs.index)
 
 
-def write_report(client: MlflowClient, experiment: str, out: Path) -> tuple[Path, pd.DataFrame]:
+def write_report(tracking: Tracking, experiment: str, out: Path) -> tuple[Path, pd.DataFrame]:
     """``comparison.csv`` and ``report.html`` (figures inlined) in ``out``; returns the report
     and the comparison table.
 
@@ -108,14 +104,14 @@ def write_report(client: MlflowClient, experiment: str, out: Path) -> tuple[Path
     refreshed; any other existing ``out`` is refused. Each file is replaced whole or not at all.
     """
     check_replaceable(out, is_report(out), "an ifcml report folder")
-    everything, all_folds = comparison(client, experiment)
+    everything, all_folds = comparison(tracking, experiment)
     out.mkdir(parents=True, exist_ok=True)
     replace_atomically(
         out / "comparison.csv", lambda tmp: everything.drop(columns=HIDDEN).to_csv(tmp, index=False)
     )
     table = everything[everything[learning_curve.SIZE] == "all"]  # a curve's smaller designs: its figure only
     folds = all_folds[all_folds["run_id"].isin(table["run_id"])]
-    artifacts, notes = _artifacts(table)
+    artifacts, notes = _artifacts(tracking, table)
     figures = {"Per-instance accuracy of held-out units, per channel set": _boxplots(folds)}
     curve_notes = []
     if learning_curve.has_curve(everything):
@@ -136,11 +132,11 @@ def write_report(client: MlflowClient, experiment: str, out: Path) -> tuple[Path
             title = f"{row['model']} | {row['channel set']}: t-SNE of the final model's pooled features"
             figures[title] = artifacts[row["run_id"]]["embedding"]
     shown = everything.drop(columns=[*HIDDEN, "confounded"])
-    experiment_id = client.get_experiment_by_name(experiment).experiment_id
+    experiment_id = tracking.experiment_id(experiment)
     html = jinja2.Template(TEMPLATE.read_text(), autoescape=True).render(
         experiment=experiment,
-        uri=client.tracking_uri,
-        link=designs_link(ui_base(client.tracking_uri), experiment_id),
+        uri=tracking.uri,
+        link=designs_link(ui_base(tracking.uri), experiment_id),
         table=shown.to_html(index=False, float_format=lambda v: f"{v:.3f}", na_rep="-", border=0),
         confounded=sorted({c for c in everything["confounded"].dropna() if c != "no"}),
         notes=notes,
@@ -181,7 +177,7 @@ ARTIFACTS = {  # what the report reads from each design's run
 }
 
 
-def _artifacts(table: pd.DataFrame) -> tuple[dict[str, dict], list[str]]:
+def _artifacts(tracking: Tracking, table: pd.DataFrame) -> tuple[dict[str, dict], list[str]]:
     """Each design's report artifacts, fetched in parallel straight from the runs' artifact
     locations, and a note for each one that should be there and is not (the embedding belongs
     to networks only)."""
@@ -190,7 +186,7 @@ def _artifacts(table: pd.DataFrame) -> tuple[dict[str, dict], list[str]]:
     with tempfile.TemporaryDirectory() as tmp, ThreadPoolExecutor(8) as pool:
         fetches = {
             (row["run_id"], key): pool.submit(
-                _fetch, f"{row['artifact_uri']}/{name}", Path(tmp) / row["run_id"]
+                _fetch, tracking, f"{row['artifact_uri']}/{name}", Path(tmp) / row["run_id"]
             )
             for _, row in table.iterrows()
             for key, name in ARTIFACTS.items()
@@ -208,10 +204,10 @@ def _artifacts(table: pd.DataFrame) -> tuple[dict[str, dict], list[str]]:
     return found, notes
 
 
-def _fetch(uri: str, folder: Path) -> Path | None:
+def _fetch(tracking: Tracking, uri: str, folder: Path) -> Path | None:
     """The artifact at ``uri`` downloaded into ``folder``; None when it does not exist."""
     try:
-        return Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(folder)))
+        return tracking.download(uri, folder)
     except (MlflowException, OSError):
         return None
 

@@ -18,13 +18,12 @@ from typing import Any, ClassVar, Self
 
 import numpy as np
 import pandas as pd
-from mlflow.tracking import MlflowClient
 
 from ifcml.cells import CELL, INSTANCE, LABEL
 from ifcml.errors import InputError
 from ifcml.experiments.results import Evaluation, FinalModel, FoldResult, Trained
 from ifcml.experiments.splits import Fold, limit_per_class, make_folds
-from ifcml.experiments.tracking import close_parent, finish_fold, fold_progress, open_parent
+from ifcml.experiments.tracking import Tracking
 from ifcml.features.recipe import Pruning
 from ifcml.models.classical import ModelSpec
 from ifcml.models.network_spec import NetworkSpec
@@ -163,13 +162,15 @@ class Design(ABC):
             self.training_rows(np.arange(len(self.table)), seed, "final"), seed, max_evals, progress
         )
 
-    def open_run(self, experiment: str, name: str, tags: dict[str, str], params: dict) -> str:
+    def open_run(
+        self, tracking: Tracking, experiment: str, name: str, tags: dict[str, str], params: dict
+    ) -> str:
         """The design's parent run (its params, its cells as the dataset), left RUNNING."""
-        return open_parent(experiment, name, tags, params, self.table, self.source, self.digest[:36])
+        return tracking.open_parent(experiment, name, tags, params, self.table, self.source, self.digest[:36])
 
     def record_fold(
         self,
-        client: MlflowClient,
+        tracking: Tracking,
         run: str,
         fold: Fold,
         seed: int,
@@ -179,14 +180,15 @@ class Design(ABC):
     ) -> FoldResult:
         """Run ``fold`` into its open run ``run`` (from ``open_fold``): its trials and epochs
         logged as they come (and told to ``progress``), then its results, finishing the run."""
-        client.log_metric(run, "train_cells", len(fold.train))
-        streamed, epochs = fold_progress(client, run)
+        tracking.client.log_metric(run, "train_cells", len(fold.train))
+        streamed, epochs = tracking.fold_progress(run)
         result = self.run_fold(fold, seed, max_evals, streamed + progress)
-        finish_fold(client, run, result, self.classes, epochs, log_trials)
+        tracking.finish_fold(run, result, self.classes, epochs, log_trials)
         return result
 
     def close_run(
         self,
+        tracking: Tracking,
         parent: str,
         evaluation: Evaluation,
         seed: int,
@@ -201,7 +203,7 @@ class Design(ABC):
         model = FinalModel(
             final, spec, self.flavor, self.example(final), self.inputs, self.figures(final, seed)
         )
-        summary = close_parent(parent, evaluation, model, positive=positive, seed=seed)
+        summary = tracking.close_parent(parent, evaluation, model, positive=positive, seed=seed)
         self.finished()
         return summary
 

@@ -29,29 +29,16 @@ from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
 
-from mlflow.entities import Run
-from mlflow.tracking import MlflowClient
-from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
-
 from ifcml.cells import LABEL, is_store
 from ifcml.errors import InputError
 from ifcml.executors import Running, executor
 from ifcml.experiments.design import Design
 from ifcml.experiments.gated_data import gating_digest, gatings, is_gated, measure_gating_table, relabelled
-from ifcml.experiments.mlflow_store import connect, search_all
 from ifcml.experiments.results import Evaluation
 from ifcml.experiments.run import check_positive, design_class, prepare, run_name, run_params, run_tags
 from ifcml.experiments.spec import ExperimentSpec
 from ifcml.experiments.splits import confound_check
-from ifcml.experiments.tracking import (
-    DESIGN_TAG,
-    TASK_TAG,
-    fail_run,
-    open_fold,
-    owner_alive,
-    read_fold,
-    use_experiment,
-)
+from ifcml.experiments.tracking import DESIGN_TAG, TASK_TAG, Tracking
 
 FINAL = "final"
 
@@ -91,8 +78,8 @@ def run_grid(
     on_total: Callable[[int], None] | None = None,
 ) -> GridReport:
     """Run every task of ``spec`` not yet finished in MLflow at ``uri``."""
-    client = connect(uri)
-    experiment_id = use_experiment(client, spec.name)
+    tracking = Tracking(uri)
+    experiment_id = tracking.use_experiment(spec.name)
     confounds: set[str] = set()
     plans = []  # (design tasks, final task)
     skipped = elsewhere = 0
@@ -108,15 +95,15 @@ def run_grid(
         reports = confound_check(design.table)
         confounds.update(r.message() for r in reports)
         key = _key(spec, design, channel_set)
-        parent = _find_parent(client, experiment_id, key)
+        parent = tracking.find_parent(experiment_id, key)
         design_folds = design.folds(spec.split, spec.seed)
         if parent is not None and parent.info.status == "FINISHED":
             skipped += len(design_folds) + 1
             continue
         if parent is None:  # open one, then take the earliest (another grid may have opened one too)
-            _open(spec, design, channel_set, reports, key)
-            parent = _find_parent(client, experiment_id, key)
-        finished, running = _fold_states(client, parent.info.run_id)
+            _open(tracking, spec, design, channel_set, reports, key)
+            parent = tracking.find_parent(experiment_id, key)
+        finished, running = tracking.fold_states(parent.info.run_id)
         folds = []
         for fold in design_folds:
             task_key = f"{key}/{fold.name}"
@@ -158,7 +145,7 @@ def run_grid(
                         needed.discard(task.key)
                         if error:  # the design cannot be pooled; its parent says why
                             del waiting[final_key]
-                            fail_run(client, final.parent, f"held-out {task.fold} failed: {error}")
+                            tracking.fail_run(final.parent, f"held-out {task.fold} failed: {error}")
                         elif not needed:
                             del waiting[final_key]
                             submit(final)
@@ -235,57 +222,34 @@ def _prepare_gates(spec: ExperimentSpec, workers: int, scheduler: str | None, on
 
 def run_task(task: Task) -> str | None:
     """Run one task; its error message when it fails (also recorded in MLflow), else None."""
-    client = connect(task.uri)
+    tracking = Tracking(task.uri)
     run = None
     try:
         design = _design(task.spec, task.model, task.channel_set, task.train_cells)
         if task.fold == FINAL:
-            _finish(client, task, design)
+            _finish(tracking, task, design)
             return None
         fold = next(f for f in design.folds(task.spec.split, task.spec.seed) if f.name == task.fold)
-        run = open_fold(client, task.parent, fold.name, {**_tags_of(task, design), TASK_TAG: task.key})
-        design.record_fold(client, run, fold, task.spec.seed, task.spec.max_evals, task.spec.log_trials)
-        _keep_earliest(client, task)
+        run = tracking.open_fold(task.parent, fold.name, {**_tags_of(task, design), TASK_TAG: task.key})
+        design.record_fold(tracking, run, fold, task.spec.seed, task.spec.max_evals, task.spec.log_trials)
+        tracking.keep_earliest(task.parent, task.key)
         return None
     except Exception as exc:  # recorded, and the grid goes on with the other tasks
         message = f"{type(exc).__name__}: {exc}"
-        _record_failure(client, task, run, message, traceback.format_exc())
+        _record_failure(tracking, task, run, message, traceback.format_exc())
         return message
 
 
-def _finish(client: MlflowClient, task: Task, design: Design) -> None:
-    if client.get_run(task.parent).info.status == "FINISHED":  # another grid of this spec pooled it
+def _finish(tracking: Tracking, task: Task, design: Design) -> None:
+    if tracking.client.get_run(task.parent).info.status == "FINISHED":  # another grid of this spec pooled it
         return
-    by_fold = _finished_by_fold(client, task.parent)
+    by_fold = tracking.finished_by_fold(task.parent)
     folds = design.folds(task.spec.split, task.spec.seed)
     evaluation = Evaluation(design.spec.name, design.classes)
-    evaluation.folds = [read_fold(client, by_fold[fold.name].info.run_id) for fold in folds]
-    design.close_run(task.parent, evaluation, task.spec.seed, task.spec.max_evals, task.spec.positive)
-
-
-def _children(client: MlflowClient, parent: str, status: str | None = None) -> list[Run]:
-    """Every run nested under ``parent`` (of ``status`` only, if given), all pages."""
-    experiment = client.get_run(parent).info.experiment_id
-    where = f"tags.{MLFLOW_PARENT_RUN_ID} = '{parent}'"
-    if status:
-        where += f" and attributes.status = '{status}'"
-    return search_all(client, [experiment], where)
-
-
-def _finished_by_fold(client: MlflowClient, parent: str) -> dict[str, Run]:
-    """Held-out unit -> its earliest finished task run under ``parent``."""
-    runs = [r for r in _children(client, parent, "FINISHED") if TASK_TAG in r.data.tags]
-    by_fold = {}
-    for run in sorted(runs, key=lambda r: (r.info.start_time, r.info.run_id), reverse=True):
-        by_fold[run.data.tags["held_out"]] = run
-    return by_fold
-
-
-def _keep_earliest(client: MlflowClient, task: Task) -> None:
-    """Of two finished runs of one task (two grids at once), the earliest stays."""
-    twins = [r for r in _children(client, task.parent, "FINISHED") if r.data.tags.get(TASK_TAG) == task.key]
-    for late in sorted(twins, key=lambda r: (r.info.start_time, r.info.run_id))[1:]:
-        client.delete_run(late.info.run_id)
+    evaluation.folds = [tracking.read_fold(by_fold[fold.name].info.run_id) for fold in folds]
+    design.close_run(
+        tracking, task.parent, evaluation, task.spec.seed, task.spec.max_evals, task.spec.positive
+    )
 
 
 def _design(spec: ExperimentSpec, model: int, channel_set: str, train_cells: int | None = None) -> Design:
@@ -342,59 +306,22 @@ def _tags_of(task: Task, design: Design) -> dict[str, str]:
     }
 
 
-def _find_parent(client: MlflowClient, experiment_id: str, design: str) -> Run | None:
-    """The design's parent: a finished one, else the earliest (the one every grid agrees on)."""
-    where = f"tags.`{DESIGN_TAG}` = '{design}' and tags.{MLFLOW_PARENT_RUN_ID} IS NULL"
-    parents = sorted(
-        search_all(client, [experiment_id], where), key=lambda r: (r.info.start_time, r.info.run_id)
-    )
-    if not parents:
-        return None
-    finished = [r for r in parents if r.info.status == "FINISHED"]
-    chosen = (finished or parents)[0]
-    for other in parents:  # a parent opened by a grid that lost the race
-        if other is not chosen and other.info.status == "RUNNING" and not _has_children(client, other):
-            client.delete_run(other.info.run_id)
-    return chosen
-
-
-def _has_children(client: MlflowClient, run: Run) -> bool:
-    where = f"tags.{MLFLOW_PARENT_RUN_ID} = '{run.info.run_id}'"
-    return bool(client.search_runs([run.info.experiment_id], where, max_results=1))
-
-
-def _fold_states(client: MlflowClient, parent: str) -> tuple[set[str], set[str]]:
-    """(task keys of this parent's finished folds, those a live process on this host is
-    running); other unfinished leftovers (killed or failed) are deleted so that they are
-    neither pooled nor shown twice."""
-    finished, running = set(), set()
-    for run in _children(client, parent):
-        key = run.data.tags.get(TASK_TAG)
-        if key is None:
-            continue
-        if run.info.status == "FINISHED":
-            finished.add(key)
-        elif run.info.status == "RUNNING" and owner_alive(run):
-            running.add(key)
-        else:
-            client.delete_run(run.info.run_id)
-    return finished, running - finished
-
-
-def _open(spec: ExperimentSpec, design: Design, channel_set: str, reports, key: str) -> str:
+def _open(
+    tracking: Tracking, spec: ExperimentSpec, design: Design, channel_set: str, reports, key: str
+) -> str:
     tags = {**run_tags(design, spec.split, reports, channel_set), DESIGN_TAG: key}
     params = run_params(design, spec.split, spec.seed, spec.max_evals, spec.positive)
-    return design.open_run(spec.name, run_name(design, channel_set), tags, params)
+    return design.open_run(tracking, spec.name, run_name(design, channel_set), tags, params)
 
 
-def _record_failure(client: MlflowClient, task: Task, run: str | None, message: str, trace: str) -> None:
+def _record_failure(tracking: Tracking, task: Task, run: str | None, message: str, trace: str) -> None:
     """The task's run (made now if it failed before its run began) ends FAILED with the error
     as a tag and the traceback as a file; a failed final step fails the design's parent."""
     if task.fold == FINAL:
-        fail_run(client, task.parent, message)
+        tracking.fail_run(task.parent, message)
         return
     if run is None:
-        run = open_fold(client, task.parent, task.fold, {TASK_TAG: task.key})
-    client.set_tag(run, "mlflow.runName", f"held-out {task.fold} (failed)")
-    client.log_text(run, trace, "error.txt")
-    fail_run(client, run, message)
+        run = tracking.open_fold(task.parent, task.fold, {TASK_TAG: task.key})
+    tracking.client.set_tag(run, "mlflow.runName", f"held-out {task.fold} (failed)")
+    tracking.client.log_text(run, trace, "error.txt")
+    tracking.fail_run(run, message)

@@ -21,6 +21,7 @@ from sklearn.metrics import (
     precision_recall_fscore_support,
 )
 
+from ifcml.experiments.results import Evaluation
 from ifcml.readout import CUTOFFS, ErrorRates, error_rates, estimate
 
 
@@ -175,3 +176,28 @@ def balanced_accuracy_ci(
         estimates = np.nanmean(np.where(totals > 0, hits / totals, np.nan), axis=1)  # classes present
     tail = (1 - level) / 2 * 100
     return float(np.percentile(estimates, tail)), float(np.percentile(estimates, 100 - tail))
+
+
+def summarise(evaluation: Evaluation, positive: str | None, seed: int) -> tuple[dict, pd.DataFrame]:
+    """Pooled metrics (with bootstrap intervals) and the per-instance readout table."""
+    predictions = evaluation.predictions
+    truth, predicted = predictions["label"].to_numpy(), predictions["predicted"].to_numpy()
+    summary = cell_metrics(truth, predicted, evaluation.classes)
+    low, high = balanced_accuracy_ci(truth, predicted, seed=seed)
+    summary |= {"balanced_accuracy_ci_low": low, "balanced_accuracy_ci_high": high}
+    per_instance = readout(predictions, evaluation.classes)
+    summary["instance_accuracy_mean"] = float(per_instance["accuracy"].mean())
+    summary["instance_accuracy_median"] = float(per_instance["accuracy"].median())
+    if len(per_instance) > 1:
+        low, high = bootstrap_ci(per_instance["accuracy"].to_numpy(), seed=seed)
+        summary |= {"instance_accuracy_ci_low": low, "instance_accuracy_ci_high": high}
+    if positive in evaluation.classes:
+        summary |= responder_calls(per_instance, positive)
+        corrected, both = best_corrected_readout(predictions, positive, seed)
+        per_instance = per_instance.merge(corrected, on="instance")
+        summary |= corrected_metrics(per_instance, positive) | both
+    summary["train_seconds"] = float(sum(f.train_seconds for f in evaluation.folds))
+    summary["predict_seconds_per_cell"] = float(
+        sum(f.predict_seconds for f in evaluation.folds) / max(1, len(predictions))
+    )
+    return summary, per_instance

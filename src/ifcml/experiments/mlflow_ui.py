@@ -89,13 +89,6 @@ def check_metric(metric: str) -> None:
         )
 
 
-def add_view(client, experiment_id: str, metric: str) -> None:
-    """Save the designs view sorted by ``metric`` in the experiment, so that its link opens it."""
-    check_metric(metric)
-    for key, value in designs_view(metric).items():
-        client.set_experiment_tag(experiment_id, key, value)
-
-
 def designs_link(base_url: str, experiment_id: str, metric: str = SORT_METRIC) -> str:
     """The UI address that opens ``experiment_id``'s designs view (sorted by ``metric``) on
     MLflow at ``base_url``."""

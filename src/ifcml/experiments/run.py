@@ -15,11 +15,10 @@ from ifcml.cells import INSTANCE, LABEL
 from ifcml.errors import InputError
 from ifcml.experiments.classical_design import ClassicalDesign
 from ifcml.experiments.design import Design, Relabel
-from ifcml.experiments.mlflow_store import connect, tracking_uri
 from ifcml.experiments.network_design import NetworkDesign
 from ifcml.experiments.results import Evaluation
 from ifcml.experiments.splits import ConfoundReport, confound_check
-from ifcml.experiments.tracking import fail_run, open_fold
+from ifcml.experiments.tracking import Tracking
 from ifcml.features.recipe import Pruning
 from ifcml.models.classical import ModelSpec
 from ifcml.models.network_spec import NetworkSpec
@@ -118,31 +117,31 @@ def run_model(
     for report in confounds:
         watch.confound(report.message())
     folds = design.folds(options.split, seed)
-    uri = tracking_uri(options.uri)
-    client = connect(uri)
+    tracking = Tracking(options.uri)
     tags = run_tags(design, options.split, confounds)
     params = run_params(design, options.split, seed, max_evals, positive)
-    parent = design.open_run(options.experiment, run_name(design), tags, params)
+    parent = design.open_run(tracking, options.experiment, run_name(design), tags, params)
     watch.folds([fold.name for fold in folds])
     try:
         evaluation = Evaluation(spec.name, design.classes)
         for fold in folds:
             watch.fold(fold.name)
-            run = open_fold(client, parent, fold.name, tags)
+            run = tracking.open_fold(parent, fold.name, tags)
             try:
                 result = design.record_fold(
-                    client, run, fold, seed, max_evals, options.log_trials, watch.progress
+                    tracking, run, fold, seed, max_evals, options.log_trials, watch.progress
                 )
             except BaseException as exc:
-                fail_run(client, run, f"{type(exc).__name__}: {exc}")
+                tracking.fail_run(run, f"{type(exc).__name__}: {exc}")
                 raise
             evaluation.folds.append(result)
         watch.fold("final")
-        summary = design.close_run(parent, evaluation, seed, max_evals, positive, watch.progress)
+        summary = design.close_run(tracking, parent, evaluation, seed, max_evals, positive, watch.progress)
     except BaseException as exc:  # the parent says why it stopped instead of staying RUNNING
-        fail_run(client, parent, f"{type(exc).__name__}: {exc}")
+        tracking.fail_run(parent, f"{type(exc).__name__}: {exc}")
         raise
-    return TrainResult(parent, uri, client.get_run(parent).info.experiment_id, summary, confounds)
+    experiment_id = tracking.client.get_run(parent).info.experiment_id
+    return TrainResult(parent, tracking.uri, experiment_id, summary, confounds)
 
 
 def run_name(design: Design, channel_set: str | None = None) -> str:

@@ -34,9 +34,13 @@ class Network:
 
 
 def load_for_inference(
-    reference: str | Path, channels: Sequence[str] | None = None, classes: Sequence[str] | None = None
+    reference: str | Path,
+    channels: Sequence[str] | None = None,
+    classes: Sequence[str] | None = None,
+    tracking_uri: str | None = None,
 ) -> Network:
-    """The network at ``reference`` (MLflow model URI or folder, or a ``.keras`` file)."""
+    """The network at ``reference`` (an MLflow model URI, found in the store at
+    ``tracking_uri``, or a model folder, or a ``.keras`` file)."""
     text = str(reference)
     if text.endswith(".keras"):
         if not Path(text).is_file():
@@ -53,7 +57,7 @@ def load_for_inference(
 
     with tempfile.TemporaryDirectory() as tmp:
         try:
-            folder = mlflow.artifacts.download_artifacts(text, dst_path=tmp)
+            folder = mlflow.artifacts.download_artifacts(text, dst_path=tmp, tracking_uri=tracking_uri)
         except Exception as exc:  # mlflow raises several kinds for a missing model or run
             raise InputError(f"{text}: not an MLflow model ({exc})") from exc
         return network_from(load_trained(folder))
