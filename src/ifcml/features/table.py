@@ -10,7 +10,6 @@ existing table is never replaced unless asked.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from collections.abc import Iterable
 from concurrent.futures import Executor, as_completed
@@ -207,16 +206,18 @@ def _assemble(parts: Path, files: list[Path], out: Path) -> None:
         [(n, t if not pa.types.is_null(t) else pa.float64()) for n, t in names.items()],
         metadata={"ifcml": (parts / "manifest.json").read_text()},  # store hash, recipe, channels
     )
-    tmp = parts / f"table-{os.getpid()}.parquet"
-    with pq.ParquetWriter(tmp, schema) as writer:
-        for path in files:
-            part = pq.read_table(path)
-            present = set(part.column_names)
-            missing = [n for n in schema.names if n not in present]
-            for name in missing:  # a chunk where no cell had an object measures nothing
-                part = part.append_column(name, pa.nulls(len(part), schema.field(name).type))
-            writer.write_table(part.select(schema.names).cast(schema))
-    os.replace(tmp, out)
+
+    def concatenate(tmp: Path) -> None:
+        with pq.ParquetWriter(tmp, schema) as writer:
+            for path in files:
+                part = pq.read_table(path)
+                present = set(part.column_names)
+                missing = [n for n in schema.names if n not in present]
+                for name in missing:  # a chunk where no cell had an object measures nothing
+                    part = part.append_column(name, pa.nulls(len(part), schema.field(name).type))
+                writer.write_table(part.select(schema.names).cast(schema))
+
+    replace_atomically(out, concatenate)
 
 
 def table_manifest(path: Path | str) -> dict:
