@@ -17,22 +17,20 @@ from typing import Annotated
 import pandas as pd
 import pyarrow.parquet as pq
 import typer
-import yaml
 from rich.console import Console
 from rich.table import Table
 from tqdm import tqdm
 
-from ifcml.cells import is_store, metadata_columns
+from ifcml.cells import is_store
 from ifcml.deploy.predict import MIN_CELLS
 from ifcml.errors import IfcmlError, IfcmlNotice, InputError, StoreError
 from ifcml.executors import Running, check_scheduler
 from ifcml.features.recipe import load_recipe
-from ifcml.features.table import read_features, write_features
+from ifcml.features.table import write_features
 from ifcml.io.channels import parse_channel_map
 from ifcml.io.detect import FORMATS
 from ifcml.io.ingest import Reading, ingest_sources
 from ifcml.io.store import CellStore, write_store
-from ifcml.outputs import is_ifcml_table, replace_atomically, writing
 from ifcml.simulate import PAPER_CHANNELS, SimulatedSource, SimulationSettings, write_tiff_export
 
 # What the command prints is ifcml's own: TensorFlow's C++ start-up lines (oneDNN, absl, CPU
@@ -281,20 +279,11 @@ def prune(
     For exploring a data set. Evaluations (`ifcml train`, grids) refit pruning on each split's
     training instances instead, so that the held-out instance never chooses the features.
     """
-    from ifcml.features.prune import normalise, select_features  # pycytominer: ~1 s to import
+    from ifcml.features.prune import write_pruned  # pycytominer: ~1 s to import
 
-    settings = load_recipe(recipe)
-    cells = read_features(table)
-    with writing(out, overwrite, is_ifcml_table, "an ifcml feature table"):
-        kept = select_features(cells, settings.pruning)
-        metadata = metadata_columns(cells)
-        pruned = normalise(cells[metadata + kept], kept, settings.pruning)
-        replace_atomically(out, lambda tmp: pruned.to_parquet(tmp, index=False))
-    out.with_suffix(".kept.txt").write_text("\n".join(kept) + "\n")
-    out.with_suffix(".recipe.yaml").write_text(yaml.safe_dump(settings.model_dump(), sort_keys=False))
+    kept, measured = write_pruned(table, out, load_recipe(recipe), overwrite)
     console.print(
-        f"kept {len(kept)} of {len(cells.columns) - len(metadata)} features -> {out} "
-        f"(list: {out.with_suffix('.kept.txt')})",
+        f"kept {len(kept)} of {measured} features -> {out} (list: {out.with_suffix('.kept.txt')})",
         highlight=False,
     )
 

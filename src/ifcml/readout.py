@@ -36,6 +36,16 @@ BOOTSTRAP = 2000
 MIN_SEPARATION = 0.05  # tpr - fpr below this: the correction would divide by (almost) nothing
 
 
+def class_fractions(values: pd.Series, classes: list[str], prefix: str) -> dict[str, float]:
+    """Each class's share of ``values`` (missing values left out) as ``{prefix}{class}``; NaN
+    when no value is left. The one count behind every fraction: a held-out fold's, an
+    instance's in the grid's readout, a new sample's in ``predict``."""
+    known = values.dropna()
+    return {
+        f"{prefix}{name}": float((known == name).mean()) if len(known) else float("nan") for name in classes
+    }
+
+
 @dataclass(frozen=True)
 class ErrorRates:
     """How often the design calls a cell positive, by its reference class, on held-out cells."""

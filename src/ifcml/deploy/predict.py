@@ -42,7 +42,7 @@ from ifcml.io.ingest import Reading, ingest_sources
 from ifcml.io.store import CellStore
 from ifcml.outputs import claimed, replace_atomically
 from ifcml.progress import Bars, no_bars
-from ifcml.readout import CUTOFFS, ErrorRates, estimate
+from ifcml.readout import CUTOFFS, ErrorRates, class_fractions, estimate
 
 CUTOFF = CUTOFFS[0]  # the classify-and-count call's line (the paper's 25 %)
 MIN_CELLS = 100  # classified cells a call needs (see the module docstring)
@@ -172,11 +172,9 @@ def sample_readout(cells: pd.DataFrame, card: ModelCard, min_cells: int = MIN_CE
             row["kept"] = len(part)
         classified = part[part["predicted"].notna()]
         row["classified"] = len(classified)
-        for name in card.classes:
-            row[f"fraction_{name}"] = _share(classified["predicted"] == name)
+        row |= class_fractions(classified["predicted"], card.classes, "fraction_")
         if "label" in part and part["label"].notna().any():
-            for name in card.classes:
-                row[f"reference_fraction_{name}"] = _share(part["label"].dropna() == name)
+            row |= class_fractions(part["label"], card.classes, "reference_fraction_")
         if card.positive:
             row |= _positive_readout(classified, card, min_cells, seed=k)
         rows.append(row)
@@ -187,7 +185,7 @@ def _positive_readout(classified: pd.DataFrame, card: ModelCard, min_cells: int,
     """The readout class's fraction (classify-and-count and, with the design's error rates,
     corrected with its interval) and the calls, or no call below ``min_cells``."""
     positive, enough = card.positive, len(classified) >= min_cells
-    fraction = _share(classified["predicted"] == positive)
+    fraction = class_fractions(classified["predicted"], [positive], "")[positive]
     row = {
         f"{positive}_fraction": fraction,
         f"{positive}_at_or_above_{CUTOFF:.0%}".replace("%", "pct"): fraction >= CUTOFF if enough else None,
@@ -207,7 +205,3 @@ def _positive_readout(classified: pd.DataFrame, card: ModelCard, min_cells: int,
         "" if enough else f"{len(classified)} classified cell(s), fewer than --min-cells {min_cells}"
     )
     return row
-
-
-def _share(hits: pd.Series) -> float:
-    return float(hits.mean()) if len(hits) else float("nan")

@@ -22,7 +22,7 @@ from sklearn.metrics import (
 )
 
 from ifcml.experiments.results import Evaluation
-from ifcml.readout import CUTOFFS, ErrorRates, error_rates, estimate
+from ifcml.readout import CUTOFFS, ErrorRates, class_fractions, error_rates, estimate
 
 
 def cell_metrics(truth: np.ndarray, predicted: np.ndarray, classes: list[str]) -> dict[str, float]:
@@ -61,9 +61,8 @@ def readout(predictions: pd.DataFrame, classes: list[str]) -> pd.DataFrame:
             "cells": len(part),
             "accuracy": float((part["label"] == part["predicted"]).mean()),
         }
-        for name in classes:
-            row[f"reference_fraction_{name}"] = float((part["label"] == name).mean())
-            row[f"predicted_fraction_{name}"] = float((part["predicted"] == name).mean())
+        row |= class_fractions(part["label"], classes, "reference_fraction_")
+        row |= class_fractions(part["predicted"], classes, "predicted_fraction_")
         rows.append(row)
     return pd.DataFrame(rows)
 

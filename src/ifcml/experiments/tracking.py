@@ -53,6 +53,7 @@ from ifcml.experiments.mlflow_ui import check_metric, designs_view
 from ifcml.experiments.results import Evaluation, FinalModel, FoldResult
 from ifcml.models.tuning import Trial
 from ifcml.progress import Progress
+from ifcml.readout import class_fractions
 
 ERROR_TAG = "ifcml.error"  # why a run FAILED
 OWNER_TAG = "ifcml.owner"  # host:pid of the process working on a run
@@ -259,9 +260,8 @@ class Tracking:
 
         p = fold.predictions
         values = cell_metrics(p["label"].to_numpy(), p["predicted"].to_numpy(), classes)
-        for name in classes:
-            values[f"reference_fraction_{name}"] = float((p["label"] == name).mean())
-            values[f"predicted_fraction_{name}"] = float((p["predicted"] == name).mean())
+        values |= class_fractions(p["label"], classes, "reference_fraction_")
+        values |= class_fractions(p["predicted"], classes, "predicted_fraction_")
         values |= {
             "train_seconds": fold.train_seconds,
             "predict_seconds": fold.predict_seconds,

@@ -9,14 +9,18 @@ instance (each acquisition against itself) or with statistics from given referen
 from __future__ import annotations
 
 import warnings
+from pathlib import Path
 
 import pandas as pd
+import yaml
 from pycytominer import aggregate, feature_select, normalize
 from pycytominer.operations import noise_removal
 
 from ifcml.cells import INSTANCE, LABEL, feature_columns, metadata_columns
 from ifcml.errors import InputError
-from ifcml.features.recipe import Pruning
+from ifcml.features.recipe import Pruning, Recipe
+from ifcml.features.table import read_features
+from ifcml.outputs import is_ifcml_table, replace_atomically, writing
 
 
 def select_features(table: pd.DataFrame, pruning: Pruning, seed: int = 0) -> list[str]:
@@ -94,3 +98,21 @@ def normalise(table: pd.DataFrame, features: list[str], pruning: Pruning) -> pd.
     if pruning.normalisation.by == "all":
         return run(table)
     return pd.concat([run(part) for _, part in table.groupby(INSTANCE, sort=False)]).loc[table.index]
+
+
+def write_pruned(table: Path, out: Path, recipe: Recipe, overwrite: bool = False) -> tuple[list[str], int]:
+    """``ifcml prune``: ``table`` pruned (and normalised) with ``recipe``'s pruning fitted on ALL
+    its cells, into ``out``, with the kept features (``.kept.txt``) and the recipe
+    (``.recipe.yaml``) beside it; returns the kept features and how many there were.
+
+    For exploring a data set: evaluations refit pruning on each split's training instances.
+    """
+    cells = read_features(table)
+    metadata = metadata_columns(cells)
+    with writing(out, overwrite, is_ifcml_table, "an ifcml feature table"):
+        kept = select_features(cells, recipe.pruning)
+        pruned = normalise(cells[metadata + kept], kept, recipe.pruning)
+        replace_atomically(out, lambda tmp: pruned.to_parquet(tmp, index=False))
+    out.with_suffix(".kept.txt").write_text("\n".join(kept) + "\n")
+    out.with_suffix(".recipe.yaml").write_text(yaml.safe_dump(recipe.model_dump(), sort_keys=False))
+    return kept, len(cells.columns) - len(metadata)
