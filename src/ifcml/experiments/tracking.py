@@ -110,14 +110,21 @@ class Tracking:
         self.client = MlflowClient(self.uri)
 
     @contextmanager
-    def _fluent(self) -> Iterator[None]:
-        """MLflow's fluent API (active runs, logging models) pointed at this store meanwhile."""
-        previous = mlflow.get_tracking_uri()
+    def _fluent(self, experiment_id: str) -> Iterator[None]:
+        """MLflow's fluent API (active runs, logging models) pointed at this store and
+        ``experiment_id`` meanwhile, then back to what the process had (MLflow refuses to resume
+        a run of another experiment than the active one, and keeps that one in a module global
+        that its public API can set but not read)."""
+        from mlflow.tracking import fluent
+
+        previous_uri, previous_experiment = mlflow.get_tracking_uri(), fluent._active_experiment_id
         mlflow.set_tracking_uri(self.uri)
+        mlflow.set_experiment(experiment_id=experiment_id)
         try:
             yield
         finally:
-            mlflow.set_tracking_uri(previous)
+            mlflow.set_tracking_uri(previous_uri)
+            fluent._active_experiment_id = previous_experiment
 
     # -- experiments and searches -------------------------------------------------------------
 
@@ -195,7 +202,7 @@ class Tracking:
         """A parent run with its params and the cells it evaluates as its dataset (the digest
         names store and recipe), left RUNNING until :meth:`close_parent`."""
         experiment_id = self.use_experiment(experiment)
-        with self._fluent():
+        with self._fluent(experiment_id):
             run = mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=tags)
             try:
                 mlflow.log_params(params)
@@ -364,7 +371,12 @@ class Tracking:
         figures = dict(final.figures) if final is not None else {}
         if any(f.trials for f in evaluation.folds):
             figures["trials.png"] = trials_figure(evaluation)
-        with self._fluent(), mlflow.start_run(run_id=parent), tempfile.TemporaryDirectory() as tmp:
+        experiment_id = self.client.get_run(parent).info.experiment_id
+        with (
+            self._fluent(experiment_id),
+            mlflow.start_run(run_id=parent),
+            tempfile.TemporaryDirectory() as tmp,
+        ):
             write_tables(evaluation, per_instance, Path(tmp))
             mlflow.log_artifacts(tmp)
             if rates:
@@ -391,7 +403,7 @@ class Tracking:
         ``experiment`` (tag kind=export), register it as ``name`` and set ``alias``."""
         tags = {"kind": "export", "ifcml.exported_from": run_id}
         experiment_id = self.experiment_id(experiment)
-        with self._fluent():
+        with self._fluent(experiment_id):
             with mlflow.start_run(experiment_id=experiment_id, run_name=f"export of {run_id}", tags=tags):
                 info = mlflow.pyfunc.log_model(name="model", registered_model_name=name, **model)
         self.client.set_registered_model_alias(name, alias, info.registered_model_version)
