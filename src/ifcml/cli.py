@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import tempfile
 import warnings
 from contextlib import ExitStack, contextmanager, nullcontext
 from pathlib import Path
@@ -769,10 +770,10 @@ def embed_command(
     from ifcml.models.embed import embed
     from ifcml.models.inference import load_for_inference
 
-    uri = None
-    if not Path(model).exists():  # runs:/ and models:/ are found in the tracking store
-        uri = Tracking(tracking_uri, existing=True).uri
-    network = load_for_inference(model, _names(channels), tracking_uri=uri)
+    with tempfile.TemporaryDirectory() as tmp:
+        if not Path(model).exists():  # runs:/ and models:/ are found in the tracking store
+            model = str(Tracking(tracking_uri, existing=True).download(model, Path(tmp)))
+        network = load_for_inference(model, _names(channels))
     opened = CellStore(store)
     with cell_progress(opened.n_cells, "embed") as update:
         result = embed(network, opened, out, max_points=max_points, seed=seed, on_cells=update)

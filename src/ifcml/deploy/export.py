@@ -102,7 +102,7 @@ def _export(
     run_id = best["run_id"]
     with tempfile.TemporaryDirectory() as tmp:
         try:
-            inner = tracking.client.download_artifacts(run_id, "model", tmp)
+            inner = str(tracking.download(f"runs:/{run_id}/model", Path(tmp)))
         except Exception as exc:  # mlflow raises several kinds for a missing artifact
             raise InputError(f"run {run_id}: has no model to export ({exc})") from exc
         trained = Model.load(inner).metadata or {}

@@ -110,16 +110,18 @@ class Tracking:
         self.client = MlflowClient(self.uri)
 
     @contextmanager
-    def _fluent(self, experiment_id: str) -> Iterator[None]:
-        """MLflow's fluent API (active runs, logging models) pointed at this store and
-        ``experiment_id`` meanwhile, then back to what the process had (MLflow refuses to resume
-        a run of another experiment than the active one, and keeps that one in a module global
-        that its public API can set but not read)."""
+    def _fluent(self, experiment_id: str | None = None) -> Iterator[None]:
+        """MLflow's process-wide state pointed at this store (and ``experiment_id``) meanwhile,
+        then back to what the process had. The fluent API (active runs, logging models) reads it,
+        and so does MLflow's lookup of a run's logged model even where a tracking URI is given.
+        MLflow refuses to resume a run of another experiment than the active one, and keeps that
+        one in a module global that its public API can set but not read."""
         from mlflow.tracking import fluent
 
         previous_uri, previous_experiment = mlflow.get_tracking_uri(), fluent._active_experiment_id
         mlflow.set_tracking_uri(self.uri)
-        mlflow.set_experiment(experiment_id=experiment_id)
+        if experiment_id is not None:
+            mlflow.set_experiment(experiment_id=experiment_id)
         try:
             yield
         finally:
@@ -180,12 +182,14 @@ class Tracking:
                 return runs
 
     def download(self, artifact_uri: str, folder: Path) -> Path:
-        """The artifact at ``artifact_uri`` (a run's artifact location and path) in ``folder``."""
-        return Path(
-            mlflow.artifacts.download_artifacts(
-                artifact_uri=artifact_uri, dst_path=str(folder), tracking_uri=self.uri
+        """The artifact at ``artifact_uri`` (a run's artifact location and path, or
+        ``runs:/ID/model`` for its logged model) in ``folder``."""
+        with self._fluent():
+            return Path(
+                mlflow.artifacts.download_artifacts(
+                    artifact_uri=artifact_uri, dst_path=str(folder), tracking_uri=self.uri
+                )
             )
-        )
 
     # -- a design's runs ----------------------------------------------------------------------
 

@@ -34,13 +34,10 @@ class Network:
 
 
 def load_for_inference(
-    reference: str | Path,
-    channels: Sequence[str] | None = None,
-    classes: Sequence[str] | None = None,
-    tracking_uri: str | None = None,
+    reference: str | Path, channels: Sequence[str] | None = None, classes: Sequence[str] | None = None
 ) -> Network:
-    """The network at ``reference`` (an MLflow model URI, found in the store at
-    ``tracking_uri``, or a model folder, or a ``.keras`` file)."""
+    """The network at ``reference`` (a model folder, a ``.keras`` file, or an MLflow model URI
+    found in the process's tracking store)."""
     text = str(reference)
     if text.endswith(".keras"):
         if not Path(text).is_file():
@@ -57,7 +54,7 @@ def load_for_inference(
 
     with tempfile.TemporaryDirectory() as tmp:
         try:
-            folder = mlflow.artifacts.download_artifacts(text, dst_path=tmp, tracking_uri=tracking_uri)
+            folder = mlflow.artifacts.download_artifacts(text, dst_path=tmp)
         except Exception as exc:  # mlflow raises several kinds for a missing model or run
             raise InputError(f"{text}: not an MLflow model ({exc})") from exc
         return network_from(load_trained(folder))
