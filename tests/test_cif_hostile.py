@@ -174,6 +174,7 @@ def _check(path, data: bytes, trace: bool) -> int:
 def _fuzz(layout, tmp_path, cases: int) -> None:
     target = tmp_path / "mutated.cif"
     peaks = []
+    worst: list = [0, None]  # the largest traced allocation and the edits that made it
 
     @settings(
         max_examples=cases,
@@ -188,11 +189,15 @@ def _fuzz(layout, tmp_path, cases: int) -> None:
     @given(edits=mutations(layout))
     def run(edits):
         peaks.append(_check(target, _apply(layout.data, edits), trace=len(peaks) % MEMORY_SAMPLE == 0))
+        if peaks[-1] > worst[0]:
+            worst[:] = [peaks[-1], edits]
 
     run()
     assert len(peaks) >= cases * 0.9  # hypothesis ran (nearly) the number of cases stated
     # numpy's buffers are traced: no damaged header or size makes the reader allocate much
-    assert max(peaks) < 64 * 2**20, f"reading one mutated file allocated {max(peaks) / 2**20:.0f} MiB"
+    assert max(peaks) < 64 * 2**20, (
+        f"reading one mutated file allocated {max(peaks) / 2**20:.0f} MiB; its edits: {worst[1]!r}"
+    )
 
 
 def test_hostile_mutations_fail_cleanly(layout, tmp_path):
