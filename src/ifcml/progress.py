@@ -47,11 +47,6 @@ SILENT = Progress()
 Bars = Callable[[int | None, str], AbstractContextManager[Callable[[int], None]]]
 
 
-@contextmanager
-def no_bars(total: int | None, what: str) -> Iterator[Callable[[int], None]]:
-    yield _ignore
-
-
 def counting(on_cells: Callable[[int], None] | None) -> Bars:
     """Bars that all tell ``on_cells`` (or nobody)."""
 
@@ -60,3 +55,6 @@ def counting(on_cells: Callable[[int], None] | None) -> Bars:
         yield on_cells or _ignore
 
     return bars
+
+
+no_bars = counting(None)
