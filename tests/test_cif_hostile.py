@@ -237,6 +237,10 @@ SPECIFIC_DAMAGE = {
         "object 0 image.*cannot hold",
     ),
     "absurd height": (lambda L: _with(L.data, _field(L, 5, 257), "<I", 2**31), "object 2.*absurd size"),
+    "absurd value count": (
+        lambda L: _with(L.data, _field(L, 1, 273) - 4, "<I", 2**17),
+        "object 0 image IFD: tag 273 declares 131072 values",
+    ),
     "strip past the end": (
         lambda L: _with(L.data, _field(L, 7, 273), "<I", 2**31),
         "object 3 image.*past the end",
@@ -251,6 +255,18 @@ def test_specific_damage_is_named(layout, tmp_path, name):
     path.write_bytes(damage(layout))
     with pytest.raises(CifError, match=expected):
         _read_everything(path)
+
+
+def test_a_damaged_value_count_allocates_nothing_for_it(layout, tmp_path):
+    """The mutation behind a CI failure: one flipped bit made object 0's compression tag declare
+    1,048,577 values, and the reader built a tuple of all of them (76 MiB) to read the first."""
+    path = tmp_path / "damaged.cif"
+    _read_everything(EXAMPLE)  # compiled code is loaded before memory is traced
+    damaged = _with(layout.data, _field(layout, 1, 259) - 2, "<B", 16)  # count 1 -> 1 + 16 * 2**16
+    path.write_bytes(damaged)
+    with pytest.raises(CifError, match="object 0 image IFD: unknown compression"):
+        _read_everything(path)
+    assert _check(path, damaged, trace=True) < 2**20
 
 
 def _with(data: bytes, position: int, fmt: str, value: int) -> bytes:

@@ -40,6 +40,11 @@ GREYSCALE, MASK = 30817, 30818
 MAX_OBJECT_PIXELS = 12 * 1200 * 1200
 #: Largest number of IFDs walked (two per object): guards against absurd or looping chains.
 MAX_IFDS = 2 * 10_000_000 + 1
+#: Most values read from one numeric tag: a CIF object has one strip per IFD, a TIFF at most one
+#: per row, so a larger count is damage, and reading it would allocate a Python int per value.
+MAX_TAG_VALUES = 65_536
+#: Longest text tag read (the acquisition XML of real files is tens of kilobytes).
+MAX_TEXT_BYTES = 16 * 2**20
 
 _TYPE_FORMAT = {
     1: "B",
@@ -107,28 +112,35 @@ class _Ifd:
         }
         (self.next,) = struct.unpack_from("<I", buf, self.end - 4)
 
-    def values(self, tag: int, default=None) -> tuple | None:
-        """All values of ``tag`` as a tuple (ASCII as one str), or ``default`` when absent."""
+    def values(self, tag: int, default=None, first: int | None = None) -> tuple | None:
+        """The values of ``tag`` as a tuple (ASCII as one str), or ``default`` when absent.
+
+        ``first`` reads only that many values (a damaged count then costs nothing).
+        """
         if tag not in self.entries:
             return default
         kind, count, value, field_at = self.entries[tag]
         if kind not in _TYPE_SIZE:
             raise self.cif.error(self.what, f"tag {tag} has unknown TIFF type {kind}")
+        wanted = count if first is None or kind == 2 else min(count, first)
+        most = MAX_TEXT_BYTES if kind == 2 else MAX_TAG_VALUES
+        if wanted > most:
+            raise self.cif.error(self.what, f"tag {tag} declares {count} values; at most {most} expected")
         n_bytes = _TYPE_SIZE[kind] * count
         at = field_at if n_bytes <= 4 else self.cif.unwrap(value, self.end)  # values follow the IFD
         if at + n_bytes > self.cif.size:
             raise self.cif.error(self.what, f"tag {tag} ({count} values) points past the end of the file")
-        raw = bytes(self.cif.buffer[at : at + n_bytes])
+        raw = bytes(self.cif.buffer[at : at + _TYPE_SIZE[kind] * wanted])
         if kind == 2:
             return (raw.split(b"\0", 1)[0].decode("latin-1"),)
-        return struct.unpack(f"<{count * _TYPE_FORMAT[kind]}", raw) if count else ()
+        return struct.unpack(f"<{wanted * _TYPE_FORMAT[kind]}", raw) if wanted else ()
 
     def integer(self, tag: int, default: int | None = None) -> int:
         """The first value of an integer tag (types that store it wrongly are read as declared)."""
         entry = self.entries.get(tag)
         if entry is not None and entry[1] == 1 and entry[0] in (3, 4):  # fast path: one inline SHORT/LONG
             return entry[2] & 0xFFFF if entry[0] == 3 else entry[2]
-        values = self.values(tag)
+        values = self.values(tag, first=1)
         if not values:
             if default is None:
                 raise self.cif.error(self.what, f"required tag {tag} is missing")
