@@ -13,6 +13,7 @@ from ifcml.errors import IfcmlError
 from ifcml.experiments.run import run_model
 from ifcml.io.store import CellStore
 from ifcml.models import deep, inputs
+from ifcml.models.inference import Network, stream_store_batches
 from ifcml.models.network_spec import NetworkSpec
 from ifcml.models.networks import EMBEDDING, MEANS, augmenter, build_network
 from ifcml.models.registry import load_model_spec
@@ -163,6 +164,29 @@ def test_crop_cache_holds_the_papers_crops(deep_store):
     expected = preprocess(images, cells["height"], cells["width"], cells["cell_id"], settings)
     np.testing.assert_array_equal(cached[:50], expected.transpose(0, 2, 3, 1))
     assert inputs.cached_crops(store, ["DF", "BF"], settings).filename == cached.filename  # reused
+
+
+def test_streamed_predictions_are_the_network_on_each_cells_crop(deep_store):
+    """Store -> predictions reads and preprocesses batches in parallel, ahead of the network: each
+    row must still be its own cell's answer, in store order, the short last batch included."""
+    store = CellStore(deep_store.path)
+    spec = load_model_spec("compact_cnn")
+    channels = ["DF", "BF"]
+    network = Network(
+        build_network(spec, 2, 3, np.array([90.0, 110.0])), channels, ["a", "b", "c"], spec.crop
+    )
+    assert store.n_cells % 100
+    batches = list(stream_store_batches(network, store, batch_size=100, embeddings=True))
+    assert [len(rows) for rows, _, _ in batches] == [100] * (store.n_cells // 100) + [store.n_cells % 100]
+    rows = np.concatenate([rows["cell_id"].to_numpy() for rows, _, _ in batches])
+    np.testing.assert_array_equal(rows, store.cells["cell_id"].to_numpy())
+    crops = inputs.cached_crops(store, channels, spec.crop.settings()).astype(np.float32)
+    expected = network.model.predict(crops, batch_size=256, verbose=0)
+    np.testing.assert_allclose(np.concatenate([p for _, p, _ in batches]), expected, rtol=1e-4, atol=1e-6)
+    pooled = keras.Model(network.model.input, network.model.get_layer(EMBEDDING).output).predict(
+        crops, verbose=0
+    )
+    np.testing.assert_allclose(np.concatenate([e for _, _, e in batches]), pooled, rtol=1e-4, atol=1e-5)
 
 
 def test_networks_refuse_feature_tables_and_classical_models_refuse_stores(deep_store, simulated_features):

@@ -25,7 +25,7 @@ from tqdm import tqdm
 from ifcml.cells import is_store
 from ifcml.deploy.predict import MIN_CELLS
 from ifcml.errors import IfcmlError, IfcmlNotice, InputError, StoreError
-from ifcml.executors import Running, check_scheduler
+from ifcml.executors import Running, available_cores, check_scheduler
 from ifcml.features.recipe import load_recipe
 from ifcml.features.table import write_features
 from ifcml.io.channels import parse_channel_map
@@ -53,6 +53,12 @@ console = Console(soft_wrap=True)  # long paths stay on one line (greppable)
 Seed = typer.Option(min=0, max=2**32 - 1, help="Random seed (0 to 2^32-1).")
 
 # The --tracking-uri option every MLflow verb takes.
+# The --workers option of every verb that measures or trains cells, and its default.
+CORES = available_cores()
+Workers = Annotated[
+    int,
+    typer.Option(min=1, help="Local worker processes (default: one per core this process may use)."),
+]
 TrackingUri = Annotated[
     str | None,
     typer.Option(help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else ./mlflow.db)."),
@@ -244,7 +250,7 @@ def features(
     channels: Annotated[
         str | None, typer.Option(help="Channels to measure, e.g. BF,DF (default: all).")
     ] = None,
-    workers: Annotated[int, typer.Option(min=1, help="Local processes.")] = 1,
+    workers: Workers = CORES,
     scheduler: Annotated[str | None, typer.Option(help="Address of a running Dask scheduler.")] = None,
     resume: Annotated[
         bool, typer.Option(help="Continue an interrupted run, keeping its finished chunks.")
@@ -310,7 +316,7 @@ def gate_command(
     store: Annotated[
         Path | None, typer.Option(help="The CellStore a table was measured from: example cells for --plots.")
     ] = None,
-    workers: Annotated[int, typer.Option(min=1, help="Local processes, to measure a CellStore.")] = 1,
+    workers: Workers = CORES,
     overwrite: Annotated[
         bool, typer.Option(help="Replace an existing table at --out (and --plots).")
     ] = False,
@@ -356,7 +362,7 @@ def qc_command(
     mads: Annotated[
         float, typer.Option(min=0.5, help="Gate limits: median +/- this many scaled MADs.")
     ] = 3.0,
-    workers: Annotated[int, typer.Option(min=1, help="Local processes, to measure a CellStore.")] = 1,
+    workers: Workers = CORES,
     overwrite: Annotated[bool, typer.Option(help="Replace a QC strategy ifcml wrote at --out.")] = False,
 ) -> None:
     """Write the ready-made quality strategy (not debris, single cells, in focus) with thresholds
@@ -510,7 +516,7 @@ def _train_watch(bar: tqdm):
 def grid_command(
     spec: Annotated[Path, typer.Argument(help="An experiment spec, e.g. experiments/demo.yaml.")],
     tracking_uri: TrackingUri = None,
-    workers: Annotated[int, typer.Option(min=1, help="Local worker processes.")] = 1,
+    workers: Workers = CORES,
     scheduler: Annotated[
         str | None, typer.Option(help="Run on an existing Dask cluster: tcp://HOST:PORT.")
     ] = None,
@@ -648,7 +654,7 @@ def predict_command(
     instance: Annotated[
         str | None, typer.Option(help="Instance (sample) name; default: each source folder's name.")
     ] = None,
-    workers: Annotated[int, typer.Option(min=1, help="Local processes measuring cells.")] = 1,
+    workers: Workers = CORES,
     min_cells: Annotated[
         int, typer.Option(min=1, help="Classified cells a sample needs for a call (fewer: no call, and why).")
     ] = MIN_CELLS,

@@ -11,7 +11,6 @@ demo`` runs the steps in order and prints what they return; progress is told to 
 
 from __future__ import annotations
 
-import os
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -19,6 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from ifcml.executors import available_cores
 from ifcml.io.ingest import Reading, ingest
 from ifcml.io.store import CellStore
 from ifcml.progress import Bars, no_bars
@@ -58,7 +58,7 @@ class Demo:
 
     @property
     def workers(self) -> int:
-        return len(os.sched_getaffinity(0))
+        return available_cores()
 
 
 def simulate(settings: SimulationSettings, out: Path, bars: Bars = no_bars) -> int:

@@ -42,10 +42,22 @@ class Running:
     on_cells: Callable[[int], None] | None = None
 
 
+def available_cores() -> int:
+    """The cores this process may run on (its CPU affinity, which containers and ``taskset``
+    narrow), the default number of local workers."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # no affinity outside Linux
+        return os.cpu_count() or 1
+
+
 @contextmanager
-def executor(workers: int, scheduler: str | None) -> Iterator[Executor | None]:
+def executor(workers: int, scheduler: str | None, jobs: int | None = None) -> Iterator[Executor | None]:
     """None (run in-process) for one local worker, local processes, or the Dask cluster at
-    ``scheduler`` (``tcp://HOST:PORT``)."""
+    ``scheduler`` (``tcp://HOST:PORT``). No more local processes start than there are ``jobs``:
+    a job of one chunk runs in this process, without a worker's start-up."""
+    if jobs is not None:
+        workers = min(workers, jobs)
     if scheduler:
         with connect(scheduler) as client:
             yield client.get_executor()

@@ -149,7 +149,7 @@ def _measured_parts(predictor: FeaturePredictor, model_path: str, store: CellSto
     step = predictor.batch_cells
     spans = [(a, min(a + step, store.n_cells)) for a in range(0, store.n_cells, step)]
     results = {}
-    with executor(workers, None) as pool:
+    with executor(workers, None, jobs=len(spans)) as pool:
         if pool is None:
             done = ((span, predict_store_span(model_path, str(store.path), *span)) for span in spans)
         else:

@@ -117,10 +117,11 @@ def run_grid(
             continue  # the grid running those folds pools the design
         final = Task(spec, m, channel_set, FINAL, f"{key}/{FINAL}", parent.info.run_id, uri, size)
         plans.append((folds, final))
+    tasks = sum(len(folds) + 1 for folds, _ in plans)
     if on_total:
-        on_total(sum(len(folds) + 1 for folds, _ in plans))
+        on_total(tasks)
     failed, done = [], 0
-    with executor(workers, scheduler) as processes, ThreadPoolExecutor(1) as here:
+    with executor(workers, scheduler, jobs=tasks) as processes, ThreadPoolExecutor(1) as here:
         pool = processes or here  # one worker: tasks run one at a time in this process
         waiting = {final.key: (final, {t.key for t in folds}) for folds, final in plans}
         pending = [t for folds, _ in plans for t in folds] + [final for folds, final in plans if not folds]

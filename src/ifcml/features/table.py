@@ -140,7 +140,7 @@ def _measure_into(store: CellStore, job: FeatureJob, out: Path, run: Running) ->
     todo = [(a, b) for a, b in chunks if not _part_path(parts, a, b).exists()]
     if run.on_cells:
         run.on_cells(store.n_cells - sum(b - a for a, b in todo))
-    with executor(run.workers, run.scheduler) as pool:
+    with executor(run.workers, run.scheduler, jobs=len(todo)) as pool:
         _run_chunks(job, todo, parts, pool, run.on_cells)
     _assemble(parts, [_part_path(parts, a, b) for a, b in chunks], out)
     settings = {"engine": job.engine, "channels": list(job.channels), **job.recipe.model_dump()}

@@ -31,11 +31,22 @@ def store_crops(
     store: CellStore, channels: Sequence[str], crop: CropSettings, batch_cells: int = 2048
 ) -> Iterator[tuple[pd.DataFrame, np.ndarray]]:
     """(cells rows, uint8 crops (n, size, size, C)) a batch at a time, in store order."""
-    for cells, images in store.iter_batches(batch_cells, channels):
-        crops = preprocess(
-            images, cells["height"].to_numpy(), cells["width"].to_numpy(), cells["cell_id"].to_numpy(), crop
-        )
-        yield cells, np.ascontiguousarray(crops.transpose(0, 2, 3, 1))
+    for start in range(0, store.n_cells, batch_cells):
+        stop = min(start + batch_cells, store.n_cells)
+        yield store.cells.iloc[start:stop], crops_of(store, channels, crop, start, stop)
+
+
+def crops_of(
+    store: CellStore, channels: Sequence[str], crop: CropSettings, start: int, stop: int
+) -> np.ndarray:
+    """The uint8 crops (n, size, size, C) of store cells ``start:stop`` (safe to call from
+    several threads at once: the reading and the compiled steps release the GIL)."""
+    cells = store.cells.iloc[start:stop]
+    images = store.read(start, stop, store.channel_indices(channels))
+    crops = preprocess(
+        images, cells["height"].to_numpy(), cells["width"].to_numpy(), cells["cell_id"].to_numpy(), crop
+    )
+    return np.ascontiguousarray(crops.transpose(0, 2, 3, 1))
 
 
 def cached_crops(
