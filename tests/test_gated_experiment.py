@@ -16,7 +16,9 @@ from ifcml.deploy.predict import write_predictions
 from ifcml.experiments.grid import _design, prepare_data, run_grid
 from ifcml.experiments.spec import load_experiment
 from ifcml.experiments.tracking import Tracking
+from ifcml.features.recipe import Recipe
 from ifcml.features.table import read_features
+from ifcml.gating.steps import gate_columns, gate_store, measures_gate_columns
 from ifcml.io.store import CellStore
 
 
@@ -77,6 +79,17 @@ def test_a_gated_experiment_trains_and_reads_out_the_kept_cells_only(tmp_path, s
     for instance, part in cells[in_qc].groupby("instance"):
         row = samples.set_index("instance").loc[instance]
         assert row["fraction_leukemic"] == (part["predicted"] == "leukemic").mean()
+
+    # the classical model measured what the gates read along with its features, once per cell;
+    # measured apart (as for a network, or a model whose recipe outlines cells otherwise) alike
+    gatings = resolve(spec.data.gates, features)
+    columns = gate_columns(gatings)
+    assert measures_gate_columns(Recipe(), "cp-measure", columns)
+    other = Recipe.model_validate({"segmentation": {"channel": "DF"}})
+    assert not measures_gate_columns(other, "cp-measure", columns)
+    assert not measures_gate_columns(Recipe(), "cellprofiler", columns)
+    apart = gate_store(CellStore(store), gatings)
+    np.testing.assert_array_equal(apart.to_numpy(), cells[list(apart.columns)].to_numpy())
 
 
 def test_labels_from_gates_on_stained_channels_replace_the_stores_labels(tmp_path):

@@ -37,7 +37,14 @@ import pandas as pd
 from ifcml.cells import is_store
 from ifcml.deploy.model_folder import check_exported
 from ifcml.errors import InputError
-from ifcml.gating.steps import GATE_COLUMN, Gating, gate_store, removed_by_gate
+from ifcml.gating.steps import (
+    GATE_COLUMN,
+    Gating,
+    gate_columns,
+    gate_store,
+    measures_gate_columns,
+    removed_by_gate,
+)
 from ifcml.io.ingest import Reading, ingest_sources
 from ifcml.io.store import CellStore
 from ifcml.outputs import claimed, replace_atomically
@@ -141,14 +148,22 @@ def _predict_into(
     existing = [str(p) for p in targets if p.exists()]
     if existing:
         raise InputError(f"{', '.join(existing)}: already exist(s); predict into another --out")
+    from ifcml.deploy.predictors import FeaturePredictor
     from ifcml.deploy.pyfunc import open_exported  # mlflow: seconds to import
 
     classifier = open_exported(model_dir)
+    predictor = classifier.predictor
+    columns = gate_columns(card.gatings)
+    measured_once = isinstance(predictor, FeaturePredictor) and measures_gate_columns(
+        predictor.recipe, predictor.engine, columns
+    )  # the gates read what the model measures anyway: measure each cell once
     parts = []
     for store in stores:
-        predicted = classifier.predict_store(store, workers, on_cells)
+        predicted = classifier.predict_store(store, workers, on_cells, keep=columns if measured_once else ())
         if card.gatings:
-            predicted = pd.concat([predicted, gate_store(store, card.gatings, workers)], axis=1)
+            measured = predicted[columns] if measured_once else None
+            gates = gate_store(store, card.gatings, workers, measured)
+            predicted = pd.concat([predicted.drop(columns=columns if measured_once else []), gates], axis=1)
         parts.append(predicted)
     cells = pd.concat(parts, ignore_index=True)
     if cells["label"].isna().all():

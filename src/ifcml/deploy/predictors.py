@@ -8,7 +8,7 @@ processes for measurements (the slow part), and through tf.data's prefetch for n
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import as_completed
 from functools import lru_cache
 
@@ -40,6 +40,14 @@ class FeaturePredictor:
     def predict(self, cells: CellImages) -> tuple[np.ndarray, np.ndarray | None]:
         """Class codes (``UNCLASSIFIED`` where no outline was found) and probabilities (or None
         for models without them, e.g. the linear SVM)."""
+        codes, probabilities, _ = self.predict_keeping(cells, ())
+        return codes, probabilities
+
+    def predict_keeping(
+        self, cells: CellImages, keep: Sequence[str]
+    ) -> tuple[np.ndarray, np.ndarray | None, pd.DataFrame]:
+        """:meth:`predict`, and the measured columns ``keep`` of each cell (NaN where a column was
+        not measured): what the readout's gates read, measured once with the model's features."""
         if self.recipe.segmentation.source == "instrument" and cells.masks is None:
             raise InputError("this model outlines cells with the instrument's masks; the input has none")
         if self.tile_size:
@@ -56,7 +64,7 @@ class FeaturePredictor:
             codes[outlined] = self.model.predict(values)
             if probabilities is not None:
                 probabilities[outlined] = self.model.predict_proba(values)
-        return codes, probabilities
+        return codes, probabilities, measured.reindex(columns=list(keep)).reset_index(drop=True)
 
 
 def to_tile_size(cells: CellImages, size: int) -> CellImages:
@@ -128,32 +136,41 @@ def predict_store(
     store: CellStore,
     workers: int = 1,
     on_cells: Callable[[int], None] | None = None,
+    keep: Sequence[str] = (),
 ) -> pd.DataFrame:
-    """Every cell of ``store``: its store columns, then :func:`predict_cells`' columns."""
+    """Every cell of ``store``: its store columns, then :func:`predict_cells`' columns, then the
+    measured columns ``keep`` (a classical model's measurements only)."""
     store.channel_indices(predictor.channels)  # a missing channel fails here, naming the store
     if isinstance(predictor, NetworkPredictor):
+        if keep:
+            raise InputError("a network measures nothing: no measured column to keep")
         from ifcml.models.inference import stream_store_batches
 
         parts = []
         for rows, probabilities, _ in stream_store_batches(predictor.network, store):
-            parts.append((probabilities.argmax(axis=1), probabilities))
+            parts.append((probabilities.argmax(axis=1), probabilities, None))
             if on_cells:
                 on_cells(len(rows))
     else:
-        parts = _measured_parts(predictor, model_path, store, workers, on_cells)
+        parts = _measured_parts(predictor, model_path, store, workers, on_cells, keep)
     table = store.cells[[c for c in METADATA if c in store.cells]].reset_index(drop=True)
-    return pd.concat([table, _frame(parts, predictor.classes)], axis=1)
+    predicted = _frame([part[:2] for part in parts], predictor.classes)
+    kept = [pd.concat([part[2] for part in parts], ignore_index=True)] if keep else []
+    return pd.concat([table, predicted, *kept], axis=1)
 
 
-def _measured_parts(predictor: FeaturePredictor, model_path: str, store: CellStore, workers: int, on_cells):
+def _measured_parts(
+    predictor: FeaturePredictor, model_path: str, store: CellStore, workers: int, on_cells, keep
+):
     step = predictor.batch_cells
     spans = [(a, min(a + step, store.n_cells)) for a in range(0, store.n_cells, step)]
     results = {}
+    path = str(store.path)
     with executor(workers, None, jobs=len(spans)) as pool:
         if pool is None:
-            done = ((span, predict_store_span(model_path, str(store.path), *span)) for span in spans)
+            done = ((span, predict_store_span(model_path, path, *span, keep)) for span in spans)
         else:
-            futures = {pool.submit(predict_store_span, model_path, str(store.path), *s): s for s in spans}
+            futures = {pool.submit(predict_store_span, model_path, path, *s, keep): s for s in spans}
             done = ((futures[f], f.result()) for f in as_completed(futures))
         for span, result in done:
             results[span] = result
@@ -162,10 +179,11 @@ def _measured_parts(predictor: FeaturePredictor, model_path: str, store: CellSto
     return [results[span] for span in spans]
 
 
-def predict_store_span(model_path: str, store_path: str, start: int, stop: int):
-    """Codes and probabilities of store cells ``start:stop`` (runs in a worker process)."""
+def predict_store_span(model_path: str, store_path: str, start: int, stop: int, keep: Sequence[str] = ()):
+    """Codes, probabilities and the measured columns ``keep`` of store cells ``start:stop`` (runs
+    in a worker process)."""
     predictor = load_predictor(model_path)
-    return predictor.predict(from_store(_open(store_path), predictor.channels, start, stop))
+    return predictor.predict_keeping(from_store(_open(store_path), predictor.channels, start, stop), keep)
 
 
 @lru_cache(maxsize=2)

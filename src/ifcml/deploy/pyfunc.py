@@ -13,7 +13,7 @@ Both give ``predicted`` and, for models that have them, ``probability_<class>`` 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -59,10 +59,15 @@ class CellClassifier(mlflow.pyfunc.PythonModel):
         )
 
     def predict_store(
-        self, store: CellStore, workers: int = 1, on_cells: Callable[[int], None] | None = None
+        self,
+        store: CellStore,
+        workers: int = 1,
+        on_cells: Callable[[int], None] | None = None,
+        keep: Sequence[str] = (),
     ) -> pd.DataFrame:
-        """Every cell of ``store`` (``ifcml predict`` calls this for its progress bar)."""
-        return predict_store(self.predictor, self.model_path, store, workers, on_cells)
+        """Every cell of ``store`` (``ifcml predict`` calls this for its progress bar), with the
+        measured columns ``keep`` of a classical model."""
+        return predict_store(self.predictor, self.model_path, store, workers, on_cells, keep)
 
 
 def open_exported(folder: Path | str) -> CellClassifier:

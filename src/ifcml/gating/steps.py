@@ -134,15 +134,40 @@ def removed_by_gate(chain: pd.DataFrame) -> dict[str, int]:
     return removed
 
 
-def gate_store(store, gatings: list[Gating], workers: int = 1) -> pd.DataFrame:
-    """:func:`chain_membership` of every cell of a new sample's ``store``, in store order:
-    what the gates read is measured first (only those measurement families and channels)."""
+def gate_columns(gatings: list[Gating]) -> list[str]:
+    """The measured columns ``gatings`` read."""
+    return sorted({c for g in gatings for c in g.strategy.dimensions})
+
+
+def gate_store(
+    store, gatings: list[Gating], workers: int = 1, measured: pd.DataFrame | None = None
+) -> pd.DataFrame:
+    """:func:`chain_membership` of every cell of a new sample's ``store``, in store order. What
+    the gates read is ``measured`` (one row per store cell) when given, else measured first
+    (only those measurement families and channels)."""
     from ifcml.features.table import read_features
 
-    columns = {c for g in gatings for c in g.strategy.dimensions}
-    with tempfile.TemporaryDirectory(prefix="ifcml-gates-") as folder:
-        table = read_features(measure_for(columns, store, Path(folder) / "gates.parquet", Running(workers)))
-    return chain_membership(table, gatings, str(store.path)).reset_index(drop=True)
+    if measured is None:
+        with tempfile.TemporaryDirectory(prefix="ifcml-gates-") as folder:
+            out = Path(folder) / "gates.parquet"
+            measured = read_features(measure_for(set(gate_columns(gatings)), store, out, Running(workers)))
+    return chain_membership(measured, gatings, str(store.path)).reset_index(drop=True)
+
+
+def measures_gate_columns(recipe: Recipe, engine: str, columns: list[str]) -> bool:
+    """Whether a table measured with ``recipe`` by ``engine`` holds ``columns`` with the values
+    :func:`gate_store` would measure: the same engine, outlines, objects and tiles, and every
+    family the columns come from enabled with the same settings."""
+    gates = recipe_for(set(columns))
+    apart = {"measurements", "pruning", "chunk_cells"}
+    if engine != "cp-measure" or recipe.model_dump(exclude=apart) != gates.model_dump(exclude=apart):
+        return False
+    toggles = {"enabled", "zernike_degree", "feret"}  # which columns appear, not their values
+    for family in {FAMILIES.get(c.split("_")[1]) for c in columns if c.count("_") >= 2}:
+        ours, theirs = getattr(recipe.measurements, family), getattr(gates.measurements, family)
+        if not ours.enabled or ours.model_dump(exclude=toggles) != theirs.model_dump(exclude=toggles):
+            return False
+    return True
 
 
 def measure_for(columns: set[str], store, out: Path, run: Running = Running()) -> Path:
