@@ -3,10 +3,13 @@
 The real Jurkat cells (bright-field + dark-field, 40x40) are ingested once, then measured by
 the real ``ifcml features`` command in a child process pinned to 1 or 2 cores with as many
 workers, for each engine (peak memory = the largest process). The cp-measure engine is also
-run on the cells repeated (``--copies``) to see how it scales with the number of cells.
+run on the cells repeated (``--copies``) to see how it scales with the number of cells, and with
+``--dask-workers N`` through a Dask LocalCluster of N single-threaded worker processes
+(``ifcml features --scheduler``), checking that the table is the one measured locally.
 
 Usage: python benchmarks/features_throughput.py [--engines cp-measure,cellprofiler]
                                                 [--cores 1 2] [--copies 1 3] [--cellprofiler-cells 1024]
+                                                [--dask-workers 2]
 Results are printed as JSON lines and written to benchmarks/results/features_throughput.json.
 """
 
@@ -62,6 +65,27 @@ class Repeated:
                 )
 
 
+def through_dask(store: CellStore, out: Path, local: Path, workers: int) -> dict:
+    """``ifcml features --scheduler`` on a LocalCluster of ``workers`` processes (start-up of
+    the cluster excluded); the table must equal the one measured locally at ``local``."""
+    import pandas as pd
+    from distributed import LocalCluster
+
+    with LocalCluster(n_workers=workers, threads_per_worker=1, dashboard_address=None) as cluster:
+        command = ["features", str(store.path), "--out", str(out), "--scheduler", cluster.scheduler_address]
+        wall, peak = run_ifcml(command, os.cpu_count() or 1)
+    pd.testing.assert_frame_equal(pd.read_parquet(out), pd.read_parquet(local))
+    return {
+        "engine": "cp-measure via Dask",
+        "cells": store.n_cells,
+        "dask_workers": workers,
+        "wall_s": round(wall, 1),
+        "cells_per_s": round(store.n_cells / wall, 1),
+        "same_table": True,
+        "peak_rss_mib_client": round(peak),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -72,6 +96,7 @@ def main() -> None:
         "--copies", type=int, nargs="+", default=[1, 3], help="cp-measure: repeats of the cells"
     )
     parser.add_argument("--cellprofiler-cells", type=int, default=1024, help="cells CellProfiler measures")
+    parser.add_argument("--dask-workers", type=int, default=0, help="also through a LocalCluster of N")
     args = parser.parse_args()
     if not JURKAT.is_dir():
         raise SystemExit(f"needs the real Jurkat montages at {JURKAT}")
@@ -99,6 +124,10 @@ def main() -> None:
                     "cells_per_s_per_core": round(store.n_cells / wall / cores, 1),
                     "peak_rss_mib": round(peak),
                 }
+                print(json.dumps(row), flush=True)
+                results.append(row)
+            if engine == "cp-measure" and args.dask_workers:
+                row = through_dask(store, work / f"f-dask-{copies}.parquet", out, args.dask_workers)
                 print(json.dumps(row), flush=True)
                 results.append(row)
     out = ROOT / "benchmarks" / "results" / "features_throughput.json"
