@@ -157,13 +157,13 @@ def _predict_into(
     measured_once = isinstance(predictor, FeaturePredictor) and measures_gate_columns(
         predictor.recipe, predictor.engine, columns
     )  # the gates read what the model measures anyway: measure each cell once
+    kept = columns if measured_once else []
     parts = []
     for store in stores:
-        predicted = classifier.predict_store(store, workers, on_cells, keep=columns if measured_once else ())
+        predicted = classifier.predict_store(store, workers, on_cells, keep=kept)
         if card.gatings:
-            measured = predicted[columns] if measured_once else None
-            gates = gate_store(store, card.gatings, workers, measured)
-            predicted = pd.concat([predicted.drop(columns=columns if measured_once else []), gates], axis=1)
+            gates = gate_store(store, card.gatings, workers, predicted[kept] if measured_once else None)
+            predicted = pd.concat([predicted.drop(columns=kept), gates], axis=1)
         parts.append(predicted)
     cells = pd.concat(parts, ignore_index=True)
     if cells["label"].isna().all():

@@ -163,7 +163,7 @@ def measures_gate_columns(recipe: Recipe, engine: str, columns: list[str]) -> bo
     if engine != "cp-measure" or recipe.model_dump(exclude=apart) != gates.model_dump(exclude=apart):
         return False
     toggles = {"enabled", "zernike_degree", "feret"}  # which columns appear, not their values
-    for family in {FAMILIES.get(c.split("_")[1]) for c in columns if c.count("_") >= 2}:
+    for family in _families(columns):
         ours, theirs = getattr(recipe.measurements, family), getattr(gates.measurements, family)
         if not ours.enabled or ours.model_dump(exclude=toggles) != theirs.model_dump(exclude=toggles):
             return False
@@ -181,10 +181,15 @@ def measure_for(columns: set[str], store, out: Path, run: Running = Running()) -
     return write_features(store.path, out, recipe=recipe, channels=channels, run=replace(run, resume=True))
 
 
+def _families(columns) -> set[str | None]:
+    """The recipe's measurement families feature ``columns`` (Object_Category_...) come from."""
+    return {FAMILIES.get(c.split("_")[1]) for c in columns if c.count("_") >= 2}
+
+
 def recipe_for(columns: set[str]) -> Recipe:
     """The default recipe with only the measurement families ``columns`` come from: what a
     model that measures nothing else (a network) has to measure of new cells to gate them."""
-    needed = {FAMILIES.get(c.split("_")[1]) for c in columns if c.count("_") >= 2}
+    needed = _families(columns)
     base = Recipe()
     measurements = {
         name: {**getattr(base.measurements, name).model_dump(), "enabled": name in needed}

@@ -31,9 +31,8 @@ def store_crops(
     store: CellStore, channels: Sequence[str], crop: CropSettings, batch_cells: int = 2048
 ) -> Iterator[tuple[pd.DataFrame, np.ndarray]]:
     """(cells rows, uint8 crops (n, size, size, C)) a batch at a time, in store order."""
-    for start in range(0, store.n_cells, batch_cells):
-        stop = min(start + batch_cells, store.n_cells)
-        yield store.cells.iloc[start:stop], crops_of(store, channels, crop, start, stop)
+    for cells, images in store.iter_batches(batch_cells, channels):
+        yield cells, _crops(cells, images, crop)
 
 
 def crops_of(
@@ -41,8 +40,11 @@ def crops_of(
 ) -> np.ndarray:
     """The uint8 crops (n, size, size, C) of store cells ``start:stop`` (safe to call from
     several threads at once: the reading and the compiled steps release the GIL)."""
-    cells = store.cells.iloc[start:stop]
     images = store.read(start, stop, store.channel_indices(channels))
+    return _crops(store.cells.iloc[start:stop], images, crop)
+
+
+def _crops(cells: pd.DataFrame, images: np.ndarray, crop: CropSettings) -> np.ndarray:
     crops = preprocess(
         images, cells["height"].to_numpy(), cells["width"].to_numpy(), cells["cell_id"].to_numpy(), crop
     )
