@@ -29,9 +29,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from ifcml.cells import LABEL  # noqa: E402
-from ifcml.experiments.run import design_class, prepare  # noqa: E402
+from ifcml.experiments.grid import design_of, prepare_data  # noqa: E402
 from ifcml.experiments.spec import load_experiment  # noqa: E402
+from ifcml.models.classical import ModelSpec  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -49,14 +49,16 @@ def main() -> None:
     spec = load_experiment(args.spec)
     wanted = args.models.split(",") if args.models else None
     models = [
-        m
-        for m in spec.model_specs()
-        if design_class(m).reads == "features" and (wanted is None or m.name in wanted)
+        k
+        for k, m in enumerate(spec.model_specs())
+        if isinstance(m, ModelSpec) and (wanted is None or m.name in wanted)
     ]
+    prepare_data(spec)  # the gating table, when the spec gates its cells
     rows = []
-    for model in models:
-        for channel_set, channels in spec.channel_sets.items():
-            design = prepare(spec.data.features, model, channels, lambda t: spec.data.relabel(t, LABEL))
+    for k in models:
+        model = spec.model_specs()[k]
+        for channel_set in spec.channel_sets:
+            design = design_of(spec, k, channel_set)  # as the grid reads it: labels, merges, gates
             for fold in design.folds(spec.split, spec.seed)[: args.folds]:
                 started = time.perf_counter()
                 trained = design.train(fold.train, spec.seed, args.trials)

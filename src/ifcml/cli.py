@@ -409,8 +409,14 @@ def train_command(
     ],
     model: Annotated[
         str,
-        typer.Option(help="A spec in models/ (naive_bayes, ..., compact_cnn, resnet50) or a path."),
+        typer.Option(help="A spec in models/ (naive_bayes, ..., compact_cnn, xgboost_on_cnn) or a path."),
     ],
+    store: Annotated[
+        Path | None,
+        typer.Option(
+            help="The store the feature table was measured from (hybrid and stacked models crop it)."
+        ),
+    ] = None,
     split: Annotated[
         str,
         typer.Option(
@@ -457,6 +463,7 @@ def train_command(
             labels=_names(labels),
             max_evals=max_evals,
             train_cells=train_cells,
+            store=store,
             seed=seed,
             experiment=experiment,
             uri=tracking_uri,

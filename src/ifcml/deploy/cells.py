@@ -25,6 +25,11 @@ class CellImages:
     def __len__(self) -> int:
         return len(self.images)
 
+    def pick(self, positions: Sequence[int]) -> CellImages:
+        """The same cells with only the channels at ``positions`` (a part of a composite model)."""
+        masks = None if self.masks is None else self.masks[:, positions]
+        return CellImages(self.images[:, positions], self.sizes, masks, self.cell_ids)
+
     def rows(self, start: int, stop: int) -> CellImages:
         return CellImages(
             self.images[start:stop],

@@ -2,7 +2,9 @@
 
 A classical model measures each cell as its feature table was measured (the same recipe,
 engine, channels and outline source, from the model's metadata); a network crops and stretches
-each cell as in training. Cells are processed a batch at a time; a store's batches run on local
+each cell as in training; a hybrid does both and feeds the network's pooled features (with the
+measurements) to its classifier; a stack asks each member its way and combines their
+probabilities. Cells are processed a batch at a time; a store's batches run on local
 processes for measurements (the slow part), and through tf.data's prefetch for networks.
 """
 
@@ -22,6 +24,9 @@ from ifcml.executors import executor
 from ifcml.features.recipe import Recipe
 from ifcml.features.table import measure_images
 from ifcml.io.store import CellStore
+from ifcml.models.classical import class_probabilities
+from ifcml.models.composite import COMBINER, embedding_columns, stacked_inputs
+from ifcml.models.saved import COMPOSITE, SavedModel
 
 UNCLASSIFIED = -1  # a cell whose outline was not found: not measured, so not classified
 
@@ -48,6 +53,15 @@ class FeaturePredictor:
     ) -> tuple[np.ndarray, np.ndarray | None, pd.DataFrame]:
         """:meth:`predict`, and the measured columns ``keep`` of each cell (NaN where a column was
         not measured): what the readout's gates read, measured once with the model's features."""
+        measured = self.measure(cells)
+        outlined = ~measured[FAILED].to_numpy(bool)
+        codes, probabilities = classify(
+            self.model, measured.reindex(columns=self.features), outlined, self.classes
+        )
+        return codes, probabilities, measured.reindex(columns=list(keep)).reset_index(drop=True)
+
+    def measure(self, cells: CellImages) -> pd.DataFrame:
+        """Each cell measured as the model's feature table was (a row per cell, in order)."""
         if self.recipe.segmentation.source == "instrument" and cells.masks is None:
             raise InputError("this model outlines cells with the instrument's masks; the input has none")
         if self.tile_size:
@@ -55,16 +69,23 @@ class FeaturePredictor:
         measured = measure_images(
             cells.images, cells.masks, cells.sizes, self.channels, self.recipe, self.engine
         )
-        outlined = ~measured[FAILED].to_numpy(bool)
-        values = measured.reindex(columns=self.features).astype(np.float64)[outlined]  # named, as in fit
-        codes = np.full(len(cells), UNCLASSIFIED)
-        has_probabilities = hasattr(self.model, "predict_proba")
-        probabilities = np.full((len(cells), len(self.classes)), np.nan) if has_probabilities else None
-        if outlined.any():
-            codes[outlined] = self.model.predict(values)
-            if probabilities is not None:
-                probabilities[outlined] = self.model.predict_proba(values)
-        return codes, probabilities, measured.reindex(columns=list(keep)).reset_index(drop=True)
+        return measured.reset_index(drop=True)
+
+
+def classify(
+    model, values: pd.DataFrame, usable: np.ndarray, classes: list[str]
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Codes (``UNCLASSIFIED`` where not ``usable``) and probabilities (NaN there; None for
+    models without them) of a fitted classical model on named ``values``, as in training."""
+    codes = np.full(len(values), UNCLASSIFIED)
+    has_probabilities = hasattr(model, "predict_proba")
+    probabilities = np.full((len(values), len(classes)), np.nan) if has_probabilities else None
+    if usable.any():
+        picked = values.astype(np.float64)[usable]  # named, as in fit
+        codes[usable] = model.predict(picked)
+        if probabilities is not None:
+            probabilities[usable] = class_probabilities(model, picked, len(classes))
+    return codes, probabilities
 
 
 def to_tile_size(cells: CellImages, size: int) -> CellImages:
@@ -87,18 +108,91 @@ class NetworkPredictor:
         self.batch_cells = 512
 
     def predict(self, cells: CellImages) -> tuple[np.ndarray, np.ndarray]:
+        probabilities, _ = self.answer(cells, embeddings=False)
+        return probabilities.argmax(axis=1), probabilities
+
+    def answer(self, cells: CellImages, embeddings: bool) -> tuple[np.ndarray, np.ndarray | None]:
+        """Class probabilities of each cell's crop, and its pooled features when asked."""
         from ifcml.preprocess import preprocess
 
         crops = preprocess(
             cells.images, cells.sizes[:, 0], cells.sizes[:, 1], cells.cell_ids, self.network.crop.settings()
         )
-        probabilities = np.asarray(
-            self.network.model.predict_on_batch(crops.transpose(0, 2, 3, 1).astype(np.float32)), np.float64
+        result = self.network.predictor(embeddings).predict_on_batch(
+            crops.transpose(0, 2, 3, 1).astype(np.float32)
         )
-        return probabilities.argmax(axis=1), probabilities
+        result = result if embeddings else [result]
+        pooled = np.asarray(result[1], np.float64) if embeddings else None
+        return np.asarray(result[0], np.float64), pooled
 
 
-Predictor = FeaturePredictor | NetworkPredictor
+class HybridPredictor:
+    """A classical model on a network's pooled features of each cell's crop (and its
+    measurements, when the model was trained with them)."""
+
+    def __init__(
+        self, network: NetworkPredictor, classifier, features: list[str], measuring: FeaturePredictor | None
+    ):
+        self.network, self.classifier, self.features, self.measuring = (
+            network,
+            classifier,
+            features,
+            measuring,
+        )
+        self.classes = network.classes
+        self.channels = list(dict.fromkeys(network.channels + (measuring.channels if measuring else [])))
+        self.batch_cells = measuring.batch_cells if measuring else network.batch_cells
+
+    def predict(self, cells: CellImages) -> tuple[np.ndarray, np.ndarray | None]:
+        codes, probabilities, _ = self.predict_keeping(cells, ())
+        return codes, probabilities
+
+    def predict_keeping(self, cells: CellImages, keep: Sequence[str]):
+        _, pooled = self.network.answer(part_of(cells, self.channels, self.network.channels), embeddings=True)
+        values = pd.DataFrame(pooled, columns=embedding_columns(pooled.shape[1]))
+        usable = np.ones(len(cells), bool)
+        measured = pd.DataFrame(index=range(len(cells)))
+        if self.measuring:
+            measured = self.measuring.measure(part_of(cells, self.channels, self.measuring.channels))
+            usable = ~measured[FAILED].to_numpy(bool)
+            values = pd.concat([values, measured.drop(columns=list(values.columns), errors="ignore")], axis=1)
+        codes, probabilities = classify(
+            self.classifier, values.reindex(columns=self.features), usable, self.classes
+        )
+        return codes, probabilities, measured.reindex(columns=list(keep))
+
+
+class StackedPredictor:
+    """A combiner on the class probabilities of its members (each reading cells its own way)."""
+
+    def __init__(self, members: dict[str, Predictor], combiner, features: list[str], classes: list[str]):
+        self.members, self.combiner, self.features, self.classes = members, combiner, features, classes
+        self.channels = list(dict.fromkeys(c for member in members.values() for c in member.channels))
+        self.batch_cells = min(member.batch_cells for member in members.values())
+
+    def predict(self, cells: CellImages) -> tuple[np.ndarray, np.ndarray | None]:
+        codes, probabilities, _ = self.predict_keeping(cells, ())
+        return codes, probabilities
+
+    def predict_keeping(self, cells: CellImages, keep: Sequence[str]):
+        answers = []
+        for member in self.members.values():
+            codes, probabilities = member.predict(part_of(cells, self.channels, member.channels))
+            probabilities = probabilities.copy()
+            probabilities[codes == UNCLASSIFIED] = np.nan  # a member that could not read the cell
+            answers.append(probabilities)
+        values = pd.DataFrame(stacked_inputs(answers, list(self.members), self.classes))[self.features]
+        usable = ~values.isna().any(axis=1).to_numpy()
+        codes, probabilities = classify(self.combiner, values, usable, self.classes)
+        return codes, probabilities, pd.DataFrame(np.nan, index=range(len(cells)), columns=list(keep))
+
+
+def part_of(cells: CellImages, channels: list[str], wanted: list[str]) -> CellImages:
+    """``cells`` (in ``channels``' order) with only the channels a part reads, in its order."""
+    return cells.pick([channels.index(c) for c in wanted])
+
+
+Predictor = FeaturePredictor | NetworkPredictor | HybridPredictor | StackedPredictor
 
 
 @lru_cache(maxsize=2)
@@ -108,17 +202,37 @@ def load_predictor(path: str) -> Predictor:
     from ifcml.models.saved import load_trained
 
     saved = load_trained(path)
-    meta = saved.metadata
-    if not meta.get("inputs"):
+    if not saved.metadata.get("inputs"):
         raise InputError(
             f"{path}: the model does not say how it reads raw cells (its feature table predates "
             "this ifcml; measure and train again)"
         )
+    return predictor_of(saved)
+
+
+def predictor_of(saved: SavedModel) -> Predictor:
+    """The predictor of a loaded model, or of a composite's loaded parts."""
+    meta = saved.metadata
     if saved.flavor == "keras":
         from ifcml.models.inference import network_from
 
         return NetworkPredictor(network_from(saved))
-    return FeaturePredictor(saved.model, list(meta["classes"]), list(meta["features"]), meta["inputs"])
+    if saved.flavor != COMPOSITE:
+        return FeaturePredictor(saved.model, list(meta["classes"]), list(meta["features"]), meta["inputs"])
+    parts = {name: SavedModel(p.flavor, p.model, p.metadata) for name, p in saved.model.parts.items()}
+    if saved.model.kind == "hybrid":
+        classifier = parts["classifier"]
+        inputs = classifier.metadata.get("inputs")
+        features = list(classifier.metadata["features"])
+        measuring = (
+            FeaturePredictor(classifier.model, list(meta["classes"]), features, inputs) if inputs else None
+        )
+        return HybridPredictor(predictor_of(parts["network"]), classifier.model, features, measuring)
+    combiner = parts.pop(COMBINER)
+    members = {name: predictor_of(part) for name, part in parts.items()}
+    return StackedPredictor(
+        members, combiner.model, list(combiner.metadata["features"]), list(meta["classes"])
+    )
 
 
 def predict_cells(predictor: Predictor, cells: CellImages) -> pd.DataFrame:

@@ -45,6 +45,7 @@ class ClassicalDesign(Design):
         channels: list[str] | None,
         relabel: Relabel | None,
         pruning: Pruning,
+        store: Path | None = None,
     ) -> ClassicalDesign:
         """The feature table at ``data``, its usable cells and the chosen channels' features."""
         if is_store(data):
@@ -68,13 +69,13 @@ class ClassicalDesign(Design):
             "features_table": str(data),
             **{f"fixed_{k}": v for k, v in spec.fixed.items()},
         }
-        store, recipe = (
+        images, recipe = (
             manifest.get("store_images_sha256", "unknown"),
             manifest.get("recipe_digest", "unknown"),
         )
         return cls(
             spec=spec, table=table, channels=chosen, source=str(data.resolve()),
-            digest=f"{store[:12]}-{recipe}", params=params, inputs=_measured_inputs(manifest, chosen, table),
+            digest=f"{images[:12]}-{recipe}", params=params, inputs=_measured_inputs(manifest, chosen, table),
             features=features, pruning=pruning,
         )  # fmt: skip
 

@@ -4,7 +4,8 @@
 folds, one fold's run (train on its training rows, predict its held-out rows), the final refit,
 the run's parameters and figures, and their record in MLflow. A branch says only how it reads
 its data, trains on rows and predicts rows: :class:`~ifcml.experiments.classical_design.ClassicalDesign`
-(a feature table) and :class:`~ifcml.experiments.network_design.NetworkDesign` (a CellStore's crops).
+(a feature table) and :class:`~ifcml.experiments.network_design.NetworkDesign` (a CellStore's crops);
+:mod:`~ifcml.experiments.hybrid_design` and :mod:`~ifcml.experiments.stacked_design` are made of those.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from ifcml.experiments.splits import Fold, limit_per_class, make_folds
 from ifcml.experiments.tracking import Tracking
 from ifcml.features.recipe import Pruning
 from ifcml.models.classical import ModelSpec
+from ifcml.models.composite_spec import HybridSpec, StackedSpec
 from ifcml.models.network_spec import NetworkSpec
 from ifcml.progress import SILENT, Progress
 
@@ -36,7 +38,7 @@ Relabel = Callable[[pd.DataFrame], pd.DataFrame]  # merges / subsets the Metadat
 class Design(ABC):
     """A model, its channels and the usable cells: everything a fold or the final refit needs."""
 
-    spec: ModelSpec | NetworkSpec
+    spec: ModelSpec | NetworkSpec | HybridSpec | StackedSpec
     table: pd.DataFrame  # usable cells, Metadata_ names (and features, for classical models)
     channels: list[str]
     source: str  # the feature table or store read
@@ -45,15 +47,33 @@ class Design(ABC):
     inputs: dict | None = None  # how a cell's raw images become the model's input (see ifcml.deploy)
     train_cells: int | None = None  # a learning curve's point: every training set cut to this per class
 
-    branch: ClassVar[str]  # the MLflow tag: "classical" or "deep"
+    branch: ClassVar[str]  # the MLflow tag: "classical", "deep", "hybrid" or "stacked"
     reads: ClassVar[str]  # what the design reads from an experiment's data: "features" or "store"
 
     @classmethod
     @abstractmethod
     def read(
-        cls, data: Path, spec: Any, channels: list[str] | None, relabel: Relabel | None, pruning: Pruning
+        cls,
+        data: Path,
+        spec: Any,
+        channels: list[str] | None,
+        relabel: Relabel | None,
+        pruning: Pruning,
+        store: Path | None = None,
     ) -> Self:
-        """The design of ``spec`` on the data at ``data`` (its usable cells, relabelled first)."""
+        """The design of ``spec`` on the data at ``data`` (its usable cells, relabelled first);
+        ``store`` is the CellStore a feature table ``data`` was measured from, for designs that
+        read both (a hybrid, a stack)."""
+
+    @classmethod
+    def reads_of(cls, spec: Any) -> str:
+        """What a design of ``spec`` reads as its ``data``: "features" (a table) or "store"."""
+        return cls.reads
+
+    @classmethod
+    def crops_of(cls, spec: Any) -> bool:
+        """Whether a design of ``spec`` reads the store's crops (a network, or one inside it)."""
+        return cls.reads_of(spec) == "store"
 
     @abstractmethod
     def train(self, rows: np.ndarray, seed: int, max_evals: int | None, progress: Progress) -> Trained:

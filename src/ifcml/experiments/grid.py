@@ -90,7 +90,7 @@ def run_grid(
         for size in spec.train_sizes()
     ]
     for m, channel_set, size in designs:
-        design = _design(spec, m, channel_set, size)
+        design = design_of(spec, m, channel_set, size)
         check_positive(design, spec.positive if "positive" in spec.model_fields_set else None)
         reports = confound_check(design.table)
         confounds.update(r.message() for r in reports)
@@ -172,7 +172,7 @@ def prepare_data(
 
     data = spec.data
     models = spec.model_specs()
-    classical = [m for m in models if design_class(m).reads == "features"]
+    classical = [m for m in models if design_class(m).reads_of(m) == "features"]
     if classical and data.features is None:
         raise InputError(f"experiment {spec.name}: data.features is needed for {classical[0].name}")
 
@@ -181,7 +181,8 @@ def prepare_data(
 
     def store_missing() -> bool:
         gated = is_gated(data)  # gates measure the store
-        return (len(classical) < len(models) or features_missing() or gated) and not is_store(data.store)
+        crops = any(design_class(m).crops_of(m) for m in models)
+        return (crops or features_missing() or gated) and not is_store(data.store)
 
     if not (store_missing() or features_missing()):
         _prepare_gates(spec, workers, scheduler, on_cells)
@@ -226,7 +227,7 @@ def run_task(task: Task) -> str | None:
     tracking = Tracking(task.uri)
     run = None
     try:
-        design = _design(task.spec, task.model, task.channel_set, task.train_cells)
+        design = design_of(task.spec, task.model, task.channel_set, task.train_cells)
         if task.fold == FINAL:
             _finish(tracking, task, design)
             return None
@@ -253,8 +254,9 @@ def _finish(tracking: Tracking, task: Task, design: Design) -> None:
     )
 
 
-def _design(spec: ExperimentSpec, model: int, channel_set: str, train_cells: int | None = None) -> Design:
-    """The design's data; a learning curve's points share one read of it."""
+def design_of(spec: ExperimentSpec, model: int, channel_set: str, train_cells: int | None = None) -> Design:
+    """The ``model``-th model of ``spec`` on ``channel_set``, as the grid runs it (labels, gates;
+    at ``train_cells`` per class); a learning curve's points share one read of the data."""
     return _design_once(spec.model_dump_json(), model, channel_set).at_size(train_cells)
 
 
@@ -264,11 +266,11 @@ def _design_once(spec_json: str, model: int, channel_set: str) -> Design:
     spec = ExperimentSpec.model_validate_json(spec_json)
     model_spec = spec.model_specs()[model]
     data = spec.data
-    path = data.features if design_class(model_spec).reads == "features" else data.store
+    path = data.features if design_class(model_spec).reads_of(model_spec) == "features" else data.store
     if path is None:
         raise InputError(f"experiment {spec.name}: data.features is needed for {model_spec.name}")
     relabel = relabelled(spec_json) if is_gated(data) else (lambda table: data.relabel(table, LABEL))
-    design = prepare(path, model_spec, spec.channel_sets[channel_set], relabel)
+    design = prepare(path, model_spec, spec.channel_sets[channel_set], relabel, store=data.store)
     if design.table[LABEL].nunique() < 2:
         steps = "data.labels_from / data.merge / data.labels / data.gates"
         raise InputError(f"{path}: fewer than two labels left after {steps}")

@@ -44,6 +44,7 @@ class NetworkDesign(Design):
         channels: list[str] | None,
         relabel: Relabel | None,
         pruning: Pruning,
+        store: Path | None = None,
     ) -> NetworkDesign:
         """The store at ``data``, its usable cells and their crops (cached across runs)."""
         from ifcml.io.store import CellStore
@@ -54,11 +55,11 @@ class NetworkDesign(Design):
                 f"{data}: model {spec.name!r} is a network and reads a CellStore (from `ifcml ingest`), "
                 "not a feature table"
             )
-        store = CellStore(data)
-        chosen = chosen_channels(data, store.channels, channels)
-        table = with_metadata_names(store.cells)
+        cells = CellStore(data)
+        chosen = chosen_channels(data, cells.channels, channels)
+        table = with_metadata_names(cells.cells)
         table = usable_cells(relabel(table) if relabel else table)
-        digest = store.meta["images_sha256"]
+        digest = cells.meta["images_sha256"]
         key = json.dumps([spec.model_dump(mode="json"), chosen, digest, table[LABEL].tolist()])
         recipe = spec.training
         params = {
@@ -72,7 +73,7 @@ class NetworkDesign(Design):
         return cls(
             spec=spec, table=table, channels=chosen, source=str(data.resolve()), digest=digest, params=params,
             inputs={"kind": "crops", "channels": chosen, "crop": spec.crop.model_dump(mode="json")},
-            crops=cached_crops(store, chosen, spec.crop.settings()),
+            crops=cached_crops(cells, chosen, spec.crop.settings()),
             checkpoint_root=checkpoints,
         )  # fmt: skip
 

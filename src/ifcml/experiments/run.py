@@ -15,19 +15,27 @@ from ifcml.cells import INSTANCE, LABEL
 from ifcml.errors import InputError
 from ifcml.experiments.classical_design import ClassicalDesign
 from ifcml.experiments.design import Design, Relabel
+from ifcml.experiments.hybrid_design import HybridDesign
 from ifcml.experiments.network_design import NetworkDesign
 from ifcml.experiments.results import Evaluation
 from ifcml.experiments.splits import ConfoundReport, confound_check
+from ifcml.experiments.stacked_design import StackedDesign
 from ifcml.experiments.tracking import Tracking
 from ifcml.features.recipe import Pruning
 from ifcml.models.classical import ModelSpec
+from ifcml.models.composite_spec import HybridSpec, StackedSpec
 from ifcml.models.network_spec import NetworkSpec
 from ifcml.models.registry import load_model_spec
 from ifcml.progress import SILENT, Progress
 from ifcml.readout import DEFAULT_POSITIVE
 
-ModelSpecs = ModelSpec | NetworkSpec
-DESIGNS: dict[type, type[Design]] = {ModelSpec: ClassicalDesign, NetworkSpec: NetworkDesign}
+ModelSpecs = ModelSpec | NetworkSpec | HybridSpec | StackedSpec
+DESIGNS: dict[type, type[Design]] = {
+    ModelSpec: ClassicalDesign,
+    NetworkSpec: NetworkDesign,
+    HybridSpec: HybridDesign,
+    StackedSpec: StackedDesign,
+}
 TRAIN_SIZE_TAG = "train_cells_per_class"  # "all", or a learning curve's cap
 
 
@@ -42,12 +50,14 @@ def prepare(
     channels: list[str] | None = None,
     relabel: Relabel | None = None,
     pruning: Pruning | None = None,
+    store: Path | None = None,
 ) -> Design:
-    """Read ``data`` for ``spec`` (a feature table for classical models, a store for networks)."""
+    """Read ``data`` for ``spec`` (a feature table for classical models, a store for networks;
+    ``store``: the store a feature table was measured from, for hybrids and stacks)."""
     data = Path(data)
     if not data.exists():
         raise InputError(f"{data}: no such feature table or store")
-    design = design_class(spec).read(data, spec, channels, relabel, pruning or Pruning())
+    design = design_class(spec).read(data, spec, channels, relabel, pruning or Pruning(), store)
     if len(design.classes) < 2:
         found = f"only {design.classes[0]!r}" if design.classes else "none"
         raise InputError(
@@ -68,6 +78,7 @@ class TrainOptions:
     pruning: Pruning | None = None
     max_evals: int | None = None  # hyperopt trials per search (default: the model spec's)
     train_cells: int | None = None  # a learning curve's point
+    store: Path | None = None  # the store a feature table was measured from (hybrids, stacks)
     seed: int = 0
     experiment: str = "ifcml"
     uri: str | None = None  # tracking URI (default: see tracking_uri)
@@ -107,7 +118,8 @@ def run_model(
     spec = model if isinstance(model, ModelSpecs) else load_model_spec(model)
     labels = options.labels
     relabel = (lambda table: table[table[LABEL].isin(labels)]) if labels else None
-    design = prepare(data, spec, options.channels, relabel, options.pruning).at_size(options.train_cells)
+    design = prepare(data, spec, options.channels, relabel, options.pruning, options.store)
+    design = design.at_size(options.train_cells)
     if labels:
         _check_labels(design, labels)
     check_positive(design, options.positive)

@@ -15,9 +15,7 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ifcml.errors import InputError
-from ifcml.models.classical import ModelSpec
-from ifcml.models.network_spec import NetworkSpec
-from ifcml.models.registry import load_model_spec
+from ifcml.models.registry import AnySpec, load_model_spec
 from ifcml.readout import DEFAULT_POSITIVE
 from ifcml.specs import describe, load_spec
 
@@ -120,7 +118,7 @@ class ExperimentSpec(_Strict):
         full-size designs are always run, a curve only adds smaller ones."""
         return sorted(size for size in self.learning_curve if size != "all") + [None]
 
-    def model_specs(self) -> list[ModelSpec | NetworkSpec]:
+    def model_specs(self) -> list[AnySpec]:
         """Every model's spec with its settings applied; errors name ``models.<i>``."""
         specs = []
         for i, entry in enumerate(self.models):
@@ -130,6 +128,8 @@ class ExperimentSpec(_Strict):
                 specs.append(type(base).model_validate(_deep_merge(base.model_dump(), entry.settings)))
             except ValidationError as exc:
                 raise InputError(f"models.{i} ({entry.spec}) settings: {describe(exc)}") from exc
+            except ValueError as exc:  # a stack member's name that is not one
+                raise InputError(f"models.{i} ({entry.spec}) settings: {exc}") from exc
         names = [s.name for s in specs]
         if len(set(names)) < len(names):
             raise InputError(f"models: names repeat ({', '.join(names)}); give each a distinct settings.name")
@@ -146,10 +146,26 @@ def load_experiment(path: Path | str) -> ExperimentSpec:
 
 
 def _deep_merge(base: dict, update: dict) -> dict:
+    """``update`` merged into ``base``: nested keys merge; a list of named specs (a stack's
+    members) takes a mapping of their names to settings."""
     merged = dict(base)
     for key, value in update.items():
         if isinstance(value, dict) and isinstance(base.get(key), dict):
             merged[key] = _deep_merge(base[key], value)
+        elif isinstance(value, dict) and _named_list(base.get(key)):
+            merged[key] = _merge_by_name(key, base[key], value)
         else:
             merged[key] = value
     return merged
+
+
+def _named_list(value) -> bool:
+    return isinstance(value, list) and bool(value) and all(isinstance(v, dict) and "name" in v for v in value)
+
+
+def _merge_by_name(key: str, items: list[dict], update: dict) -> list[dict]:
+    names = [item["name"] for item in items]
+    unknown = sorted(set(update) - set(names))
+    if unknown:
+        raise ValueError(f"{key}: no member named {', '.join(unknown)} (members: {', '.join(names)})")
+    return [_deep_merge(item, update.get(item["name"], {})) for item in items]

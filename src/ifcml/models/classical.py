@@ -18,6 +18,7 @@ from hyperopt.pyll import scope
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.impute import SimpleImputer
+from sklearn.linear_model import LogisticRegression
 from sklearn.naive_bayes import GaussianNB
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
@@ -34,12 +35,14 @@ class Family:
     seed: str | None = "random_state"  # the parameter its seed goes to (None: it draws nothing)
     bare: bool = False  # handles missing values and scales itself: fitted without the impute/scale steps
     flavor: str = "sklearn"  # how it is saved (ifcml.models.saved): sklearn (skops) or xgboost (JSON)
+    probabilities: bool = True  # answers predict_proba (a stack can combine it)
 
 
 FAMILIES = {
     "gaussian_nb": Family(GaussianNB, seed=None),
     "random_forest": Family(RandomForestClassifier),
-    "linear_svm": Family(LinearSVC),
+    "linear_svm": Family(LinearSVC, probabilities=False),
+    "logistic_regression": Family(LogisticRegression),
     "xgboost": Family(XGBClassifier, bare=True, flavor="xgboost"),
 }
 DISTRIBUTIONS = ("choice", "uniform", "loguniform", "quniform", "qloguniform")

@@ -2,13 +2,15 @@
 
 A grid or ``ifcml train`` saves each final model as an MLflow model folder in one of three
 formats, none of which runs code when it is read: scikit-learn through skops, XGBoost's JSON,
-Keras' ``.keras`` (read in safe mode). The folders are read here and not by MLflow's loaders,
-because those do what the folder's ``MLmodel`` says: unpickle a file, import a class it names,
-trust the skops types it lists. A folder from a colleague's machine or a download would then
-decide what runs. Here the formats, the class and the trusted types are fixed in ifcml's
-source, and a folder that asks for anything else is refused before any of it is deserialised.
-Each flavor is written (:func:`log_trained`) and read (:func:`load_trained`) here, side by side;
-a model family names its flavor.
+Keras' ``.keras`` (read in safe mode); a hybrid's or a stack's final model is a folder of such
+folders (``parts/<name>``, flavor ``ifcml_composite``), each part read the same way. The
+folders are read here and not by MLflow's loaders, because those do what the folder's
+``MLmodel`` says: unpickle a file, import a class it names, trust the skops types it lists.
+A folder from a colleague's machine or a download would then decide what runs. Here the
+formats, the class and the trusted types are fixed in ifcml's source, and a folder that asks
+for anything else is refused before any of it is deserialised. Each flavor is written
+(:func:`log_trained`) and read (:func:`load_trained`) here, side by side; a model family names
+its flavor.
 """
 
 from __future__ import annotations
@@ -25,7 +27,8 @@ from ifcml.errors import InputError
 # Types skops must load besides scikit-learn's estimators: reviewed, nothing that runs code.
 SKOPS_TRUSTED = ["numpy.dtype", "sklearn.tree._tree.Tree"]
 XGBOOST_CLASS = "xgboost.sklearn.XGBClassifier"
-FLAVORS = ("sklearn", "xgboost", "keras")
+FLAVORS = ("sklearn", "xgboost", "keras", "ifcml_composite")
+COMPOSITE = "ifcml_composite"  # a folder of parts, each a model folder of one of the others
 
 
 @dataclass
@@ -63,8 +66,13 @@ def load_trained(folder: Path | str) -> SavedModel:
     settings = mlmodel["flavors"][flavor] or {}
     if settings.get("code"):
         raise InputError(f"{folder / 'MLmodel'}: the model ships code ({settings['code']}); ifcml refuses it")
-    load = {"sklearn": _load_skops, "xgboost": _load_xgboost, "keras": _load_keras}[flavor]
-    return SavedModel(flavor, load(folder, settings), mlmodel.get("metadata") or {})
+    load = {
+        "sklearn": _load_skops,
+        "xgboost": _load_xgboost,
+        "keras": _load_keras,
+        COMPOSITE: _load_composite,
+    }
+    return SavedModel(flavor, load[flavor](folder, settings), mlmodel.get("metadata") or {})
 
 
 def log_trained(flavor: str, model: Any, example: Any, metadata: dict) -> Any:
@@ -73,6 +81,10 @@ def log_trained(flavor: str, model: Any, example: Any, metadata: dict) -> Any:
     import mlflow
     from mlflow.models import infer_signature
 
+    if flavor == COMPOSITE:  # parts saved by their own flavors; the input is cells, not one array
+        return mlflow.models.Model.log(
+            None, _CompositeWriter, name="model", metadata=metadata, composite=model
+        )
     if flavor == "keras":  # inputs are uint8 crops as float32; no example (it would be images)
         import keras
 
@@ -89,6 +101,66 @@ def log_trained(flavor: str, model: Any, example: Any, metadata: dict) -> Any:
         return mlflow.sklearn.log_model(
             model, serialization_format="skops", skops_trusted_types=SKOPS_TRUSTED, **common
         )
+
+
+class _CompositeWriter:
+    """What ``mlflow.models.Model.log`` calls to save a composite: each part into
+    ``parts/<name>`` in its own flavor's format, then the MLmodel that lists them."""
+
+    __name__ = COMPOSITE
+
+    @staticmethod
+    def save_model(path: str, mlflow_model, composite) -> None:
+        folder = Path(path)
+        folder.mkdir(parents=True)
+        for name, part in composite.parts.items():
+            _save_part(folder / "parts" / name, part)
+        parts = {name: f"parts/{name}" for name in composite.parts}
+        mlflow_model.add_flavor(COMPOSITE, kind=composite.kind, parts=parts)
+        mlflow_model.save(str(folder / "MLmodel"))
+
+
+def _save_part(path: Path, part) -> None:
+    """One part in its flavor's format, with the signature of its output on its example."""
+    import mlflow
+    from mlflow.models import infer_signature
+
+    if part.flavor == "keras":
+        import keras
+
+        output = keras.ops.convert_to_numpy(part.model(part.example))
+    else:
+        output = part.model.predict(part.example)
+    with warnings.catch_warnings():  # outputs are class codes (metadata "classes" names them), never missing
+        warnings.filterwarnings("ignore", "Hint: Inferred schema contains integer column")
+        signature = infer_signature(part.example, output)
+    common = {"path": str(path), "metadata": part.metadata, "signature": signature}
+    if part.flavor == "keras":
+        mlflow.keras.save_model(part.model, save_exported_model=False, **common)
+    elif part.flavor == "xgboost":
+        mlflow.xgboost.save_model(part.model, model_format="json", **common)
+    else:
+        mlflow.sklearn.save_model(
+            part.model, serialization_format="skops", skops_trusted_types=SKOPS_TRUSTED, **common
+        )
+
+
+def _load_composite(folder: Path, settings: dict) -> Any:
+    from ifcml.models.composite import Composite, Part
+
+    parts = settings.get("parts")
+    if settings.get("kind") not in ("hybrid", "stacked") or not isinstance(parts, dict) or not parts:
+        raise InputError(f"{folder / 'MLmodel'}: a composite model without a kind and its parts")
+    loaded = {}
+    for name, relative in parts.items():
+        where = (folder / str(relative)).resolve()
+        if not where.is_relative_to(folder.resolve()) or not where.is_dir():
+            raise InputError(f"{folder / 'MLmodel'}: part {name!r} at {relative!r} is not a folder inside it")
+        part = load_trained(where)
+        if part.flavor == COMPOSITE:
+            raise InputError(f"{where}: a composite inside a composite; ifcml saves none")
+        loaded[name] = Part(part.flavor, part.model, part.metadata)
+    return Composite(settings["kind"], loaded)
 
 
 def _load_skops(folder: Path, settings: dict) -> Any:
