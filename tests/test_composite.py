@@ -172,3 +172,28 @@ def test_ifcml_train_runs_a_hybrid_on_a_feature_table_and_its_store(tmp_path, da
     code, out, err = ifcml(*arguments, "--store", store)
     assert code == 0, err[-2000:]
     assert "balanced_accuracy" in out
+
+
+def test_a_composite_folder_is_read_part_by_part_and_only_inside_itself(tmp_path):
+    from ifcml.models.saved import load_trained
+
+    def composite(folder, parts):
+        folder.mkdir(parents=True)
+        flavor = {"ifcml_composite": {"kind": "stacked", "parts": parts}}
+        (folder / "MLmodel").write_text(yaml.safe_dump({"flavors": flavor}))
+        return folder
+
+    outside = composite(tmp_path / "a", {"x": "../b"})
+    (tmp_path / "b").mkdir()
+    with pytest.raises(InputError, match="part 'x' at '../b' is not a folder inside it"):
+        load_trained(outside)
+    nested = composite(tmp_path / "c", {"inner": "parts/inner"})
+    composite(nested / "parts" / "inner", {"y": "parts/y"})
+    with pytest.raises(InputError, match="a composite inside a composite"):
+        load_trained(nested)
+    pickled = composite(tmp_path / "d", {"p": "parts/p"})
+    (pickled / "parts" / "p").mkdir(parents=True)
+    sklearn = {"sklearn": {"serialization_format": "cloudpickle", "pickled_model": "model.pkl"}}
+    (pickled / "parts" / "p" / "MLmodel").write_text(yaml.safe_dump({"flavors": sklearn}))
+    with pytest.raises(InputError, match="ifcml reads only skops"):
+        load_trained(pickled)

@@ -133,13 +133,8 @@ class HybridPredictor:
     def __init__(
         self, network: NetworkPredictor, classifier, features: list[str], measuring: FeaturePredictor | None
     ):
-        self.network, self.classifier, self.features, self.measuring = (
-            network,
-            classifier,
-            features,
-            measuring,
-        )
-        self.classes = network.classes
+        self.network, self.classifier, self.measuring = network, classifier, measuring
+        self.features, self.classes = features, network.classes
         self.channels = list(dict.fromkeys(network.channels + (measuring.channels if measuring else [])))
         self.batch_cells = measuring.batch_cells if measuring else network.batch_cells
 

@@ -26,6 +26,7 @@ from ifcml.features.recipe import Pruning
 from ifcml.models.classical import class_probabilities
 from ifcml.models.composite import EMBEDDING_PREFIX, Composite, Part, embedding_columns, pooled_features
 from ifcml.models.composite_spec import HybridSpec
+from ifcml.models.saved import COMPOSITE
 from ifcml.progress import SILENT, Progress
 
 
@@ -134,7 +135,7 @@ class HybridDesign(Design):
 
     @property
     def flavor(self) -> str:
-        return "ifcml_composite"
+        return COMPOSITE
 
     def example(self, trained: Trained) -> None:
         return None  # its input is cells (crops and measurements), not one array

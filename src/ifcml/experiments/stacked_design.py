@@ -28,6 +28,7 @@ from ifcml.models.classical import ModelSpec, class_probabilities
 from ifcml.models.composite import COMBINER, Composite, Part, stacked_inputs
 from ifcml.models.composite_spec import StackedSpec
 from ifcml.models.network_spec import NetworkSpec
+from ifcml.models.saved import COMPOSITE
 from ifcml.progress import SILENT, Progress
 
 
@@ -152,7 +153,7 @@ class StackedDesign(Design):
 
     @property
     def flavor(self) -> str:
-        return "ifcml_composite"
+        return COMPOSITE
 
     def example(self, trained: Trained) -> None:
         return None  # its input is cells (crops and measurements), not one array

@@ -27,8 +27,8 @@ from ifcml.errors import InputError
 # Types skops must load besides scikit-learn's estimators: reviewed, nothing that runs code.
 SKOPS_TRUSTED = ["numpy.dtype", "sklearn.tree._tree.Tree"]
 XGBOOST_CLASS = "xgboost.sklearn.XGBClassifier"
-FLAVORS = ("sklearn", "xgboost", "keras", "ifcml_composite")
 COMPOSITE = "ifcml_composite"  # a folder of parts, each a model folder of one of the others
+FLAVORS = ("sklearn", "xgboost", "keras", COMPOSITE)
 
 
 @dataclass
@@ -156,9 +156,9 @@ def _load_composite(folder: Path, settings: dict) -> Any:
         where = (folder / str(relative)).resolve()
         if not where.is_relative_to(folder.resolve()) or not where.is_dir():
             raise InputError(f"{folder / 'MLmodel'}: part {name!r} at {relative!r} is not a folder inside it")
-        part = load_trained(where)
-        if part.flavor == COMPOSITE:
+        if COMPOSITE in read_mlmodel(where)["flavors"]:  # refused before anything in it is read
             raise InputError(f"{where}: a composite inside a composite; ifcml saves none")
+        part = load_trained(where)
         loaded[name] = Part(part.flavor, part.model, part.metadata)
     return Composite(settings["kind"], loaded)
 
