@@ -66,6 +66,10 @@ def test_a_hybrids_network_and_classifier_see_training_cells_only(data):
     assert crops.read - training_cells == set(design.table[CELL].to_numpy()[fold.test].tolist())
     assert probabilities.shape == (len(fold.test), 3) and np.allclose(probabilities.sum(axis=1), 1)
 
+    alone = prepare(store, spec.model_copy(update={"with_features": False}), ["BF", "DF"])  # the store only
+    trained = alone.train(alone.folds("leave-one-instance-out", 0)[0].train, 0)
+    assert trained.features and all(f.startswith("Embedding_") for f in trained.features)
+
 
 def test_a_stack_learns_its_combiner_from_cells_its_members_did_not_see(data):
     features, store = data

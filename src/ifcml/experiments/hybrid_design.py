@@ -20,23 +20,26 @@ from ifcml.cells import CELL
 from ifcml.experiments.classical_design import ClassicalDesign
 from ifcml.experiments.design import Design, Relabel
 from ifcml.experiments.network_design import NetworkDesign
-from ifcml.experiments.parts import parts_inputs, read_parts
+from ifcml.experiments.parts import CompositeDesign, parts_inputs, read_parts
 from ifcml.experiments.results import Trained
 from ifcml.features.recipe import Pruning
 from ifcml.models.classical import class_probabilities
 from ifcml.models.composite import EMBEDDING_PREFIX, Composite, Part, embedding_columns, pooled_features
 from ifcml.models.composite_spec import HybridSpec
-from ifcml.models.saved import COMPOSITE
 from ifcml.progress import SILENT, Progress
 
 
 @dataclass(kw_only=True)
-class HybridDesign(Design):
+class HybridDesign(CompositeDesign):
     spec: HybridSpec
     network: NetworkDesign  # the embedding's network, on this design's cells
     classifier: ClassicalDesign  # the classical model, on this design's cells and features
 
     branch = "hybrid"
+
+    @property
+    def parts(self) -> list[Design]:
+        return [self.network, self.classifier]
 
     @classmethod
     def reads_of(cls, spec: HybridSpec) -> str:
@@ -133,25 +136,16 @@ class HybridDesign(Design):
         features = [c for c in cells.columns if c.startswith(EMBEDDING_PREFIX)] + self.classifier.features
         return replace(self.classifier, table=cells, features=features, train_cells=None)
 
-    @property
-    def flavor(self) -> str:
-        return COMPOSITE
-
-    def example(self, trained: Trained) -> None:
-        return None  # its input is cells (crops and measurements), not one array
-
     def budget(self, max_evals: int | None) -> dict:
         return self.classifier.budget(max_evals)
 
     def figures(self, final: Trained, seed: int) -> dict:
         return self.network.figures(replace(final, model=final.model.parts["network"].model), seed)
 
-    def finished(self) -> None:
-        self.network.finished()
-
 
 def _without_features(spec: HybridSpec, table: pd.DataFrame) -> ClassicalDesign:
     """The classical part when it reads the embedding alone."""
-    design = ClassicalDesign.of_table(table, spec.classifier, features=[])
     params = {"estimator": spec.classifier.estimator, "balance": spec.classifier.balance}
-    return replace(design, params=params, features=[])
+    return ClassicalDesign(
+        spec=spec.classifier, table=table, channels=[], source="", digest="", params=params, features=[]
+    )

@@ -8,6 +8,7 @@ rows and their held-out rows are the same cells.
 
 from __future__ import annotations
 
+from abc import abstractmethod
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -18,9 +19,33 @@ from ifcml.errors import InputError
 from ifcml.experiments.classical_design import ClassicalDesign
 from ifcml.experiments.design import Design, Relabel
 from ifcml.experiments.network_design import NetworkDesign
+from ifcml.experiments.results import Trained
 from ifcml.features.recipe import Pruning
 from ifcml.models.classical import ModelSpec
 from ifcml.models.network_spec import NetworkSpec
+from ifcml.models.saved import COMPOSITE
+
+
+@dataclass(kw_only=True)
+class CompositeDesign(Design):
+    """A design made of single-model designs (:attr:`parts`); its model a
+    :class:`~ifcml.models.composite.Composite`, whose input is cells, not one array."""
+
+    @property
+    @abstractmethod
+    def parts(self) -> list[Design]:
+        """The single-model designs it trains on its rows."""
+
+    @property
+    def flavor(self) -> str:
+        return COMPOSITE
+
+    def example(self, trained: Trained) -> None:
+        return None
+
+    def finished(self) -> None:
+        for part in self.parts:
+            part.finished()
 
 
 @dataclass

@@ -21,24 +21,27 @@ from ifcml.cells import INSTANCE, LABEL
 from ifcml.errors import InputError
 from ifcml.experiments.classical_design import ClassicalDesign
 from ifcml.experiments.design import Design, Relabel
-from ifcml.experiments.parts import parts_inputs, read_parts
+from ifcml.experiments.parts import CompositeDesign, parts_inputs, read_parts
 from ifcml.experiments.results import Trained
 from ifcml.features.recipe import Pruning
 from ifcml.models.classical import ModelSpec, class_probabilities
 from ifcml.models.composite import COMBINER, Composite, Part, stacked_inputs
 from ifcml.models.composite_spec import StackedSpec
 from ifcml.models.network_spec import NetworkSpec
-from ifcml.models.saved import COMPOSITE
 from ifcml.progress import SILENT, Progress
 
 
 @dataclass(kw_only=True)
-class StackedDesign(Design):
+class StackedDesign(CompositeDesign):
     spec: StackedSpec
     members: list[Design]  # single-model designs, on this design's cells
     combiner: ClassicalDesign  # the combiner, on this design's cells (its features are made per fold)
 
     branch = "stacked"
+
+    @property
+    def parts(self) -> list[Design]:
+        return self.members
 
     @classmethod
     def reads_of(cls, spec: StackedSpec) -> str:
@@ -151,16 +154,5 @@ class StackedDesign(Design):
         table = pd.concat([cells, columns], axis=1)
         return replace(self.combiner, table=table, features=list(columns.columns), train_cells=None)
 
-    @property
-    def flavor(self) -> str:
-        return COMPOSITE
-
-    def example(self, trained: Trained) -> None:
-        return None  # its input is cells (crops and measurements), not one array
-
     def budget(self, max_evals: int | None) -> dict:
         return self.combiner.budget(max_evals)
-
-    def finished(self) -> None:
-        for member in self.members:
-            member.finished()
