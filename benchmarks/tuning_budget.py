@@ -11,8 +11,9 @@ hyperopt sees; the held-out score is not used to choose the budget (that would t
 test folds).
 
 Usage: python benchmarks/tuning_budget.py experiments/jurkat_cell_cycle.yaml --trials 40 --folds 2
-Writes benchmarks/results/tuning_budget_<spec>.csv (every trial), a .png of the curves, and
-prints one JSON line per (model, channel set) with the suggested budget.
+Writes benchmarks/results/tuning_budget_<spec>_startup<K>.csv (every trial), a .png of the
+curves, and prints one JSON line per (model, channel set) with the suggested budget. Hyperopt's
+suggestions do not depend on the budget, so one run's curve is every smaller budget's too.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ import pandas as pd  # noqa: E402
 
 from ifcml.experiments.grid import design_of, prepare_data  # noqa: E402
 from ifcml.experiments.spec import load_experiment  # noqa: E402
+from ifcml.models import tuning  # noqa: E402
 from ifcml.models.classical import ModelSpec  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -45,7 +47,14 @@ def main() -> None:
     parser.add_argument("--folds", type=int, default=2, help="The first K outer folds of the spec's split.")
     parser.add_argument("--models", default=None, help="Comma-separated model names (default: the spec's).")
     parser.add_argument("--tolerance", type=float, default=0.005)
+    parser.add_argument(
+        "--startup",
+        type=int,
+        default=tuning.STARTUP_TRIALS,
+        help="Random trials before TPE (hyperopt's own: 20).",
+    )
     args = parser.parse_args()
+    tuning.STARTUP_TRIALS = args.startup  # what the grid's tuning reads; the results name it
     spec = load_experiment(args.spec)
     wanted = args.models.split(",") if args.models else None
     models = [
@@ -74,7 +83,7 @@ def main() -> None:
                     )  # fmt: skip
     table = pd.DataFrame(rows)
     RESULTS.mkdir(exist_ok=True)
-    stem = RESULTS / f"tuning_budget_{spec.name}"
+    stem = RESULTS / f"tuning_budget_{spec.name}_startup{args.startup}"
     table.to_csv(stem.with_suffix(".csv"), index=False)
     for (model, channel_set), part in table.groupby(["model", "channel_set"], sort=False):
         print(json.dumps(suggestion(part, args.tolerance) | {"model": model, "channel_set": channel_set}))

@@ -13,7 +13,7 @@ import yaml
 
 from ifcml.deploy.export import export_model
 from ifcml.deploy.predict import write_predictions
-from ifcml.experiments.grid import _design, prepare_data, run_grid
+from ifcml.experiments.grid import design_of, prepare_data, run_grid
 from ifcml.experiments.spec import load_experiment
 from ifcml.experiments.tracking import Tracking
 from ifcml.features.recipe import Recipe
@@ -55,7 +55,7 @@ def test_a_gated_experiment_trains_and_reads_out_the_kept_cells_only(tmp_path, s
     kept = set(table.loc[chain.all(axis=1).to_numpy(), "Metadata_cell_id"])
     assert 0 < len(kept) < len(table), "the QC rule should remove some simulated cells"
     for model in (0, 1):  # classical and network designs see the same kept cells
-        assert set(_design(spec, model, "label_free").table["Metadata_cell_id"]) <= kept
+        assert set(design_of(spec, model, "label_free").table["Metadata_cell_id"]) <= kept
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     spec = spec.model_copy(update={"models": ["naive_bayes"]})
@@ -127,8 +127,8 @@ def test_labels_from_gates_on_stained_channels_replace_the_stores_labels(tmp_pat
     assert (tmp_path / "store.gating.qc.xml").is_file()
     truth = store.cells.set_index("cell_id")["label"]
     for model in (0, 1):
-        design = _design(spec, model, "label_free")
+        design = design_of(spec, model, "label_free")
         labels = design.table.set_index("Metadata_cell_id")["Metadata_label"]
         assert 0.9 < (labels == truth[labels.index]).mean() < 1.0  # gated, so not the simulator's truth
         assert design.params["labels_from"] == "simulated_panel.xml:leukemic,normal,other"
-    assert len(_design(spec, 0, "label_free").table) < store.n_cells
+    assert len(design_of(spec, 0, "label_free").table) < store.n_cells

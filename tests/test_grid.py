@@ -76,7 +76,7 @@ def run_grid_until(spec, uri, tasks: int) -> int:
 
     mlflow.set_tracking_uri(uri)
     experiment = mlflow.set_experiment(spec.name).experiment_id
-    design = grid._design(spec, 0, "label_free")
+    design = grid.design_of(spec, 0, "label_free")
     key = grid._key(spec, design, "label_free")
     parent = grid._open(Tracking(uri), spec, design, "label_free", [], key)
     folds = design.folds(spec.split, spec.seed)
