@@ -7,6 +7,7 @@ import json
 import keras
 import mlflow
 import numpy as np
+import pandas as pd
 import pytest
 
 from ifcml.errors import IfcmlError
@@ -224,8 +225,13 @@ def test_compact_cnn_leave_one_instance_out_beats_chance_and_is_logged(deep_stor
     folds = runs[runs["tags.held_out"].notna()]
     assert len(folds) == 6 and (folds["params.mean_BF"].astype(float) > 0).all()
     client = mlflow.MlflowClient()
-    curve = client.get_metric_history(folds.iloc[0].run_id, "val_loss")
+    curve = client.get_metric_history(folds.iloc[0].run_id, "epoch_val_loss")
     assert [m.step for m in curve] == list(range(len(curve))) and len(curve) >= 2
+    for _, fold in folds.iterrows():  # the held-out accuracy, not the last epoch's on the fit cells
+        held_out = pd.read_parquet(
+            mlflow.artifacts.download_artifacts(f"runs:/{fold.run_id}/predictions.parquet")
+        )
+        assert fold["metrics.accuracy"] == pytest.approx((held_out["label"] == held_out["predicted"]).mean())
     artifacts = {a.path for a in client.list_artifacts(parent.run_id)}
     assert {"confusion_matrix.png", "per_instance.csv", "predictions.parquet", "spec.yaml"} <= artifacts
     model = mlflow.keras.load_model(f"runs:/{parent.run_id}/model", load_model_kwargs={"safe_mode": True})

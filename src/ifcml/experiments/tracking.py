@@ -64,6 +64,12 @@ SEARCH_PAGE = 1000  # runs per search request
 SCHEMES = ("sqlite", "http", "https", "postgresql", "mysql", "mssql", "databricks", "file")
 
 
+def epoch_metric(name: str) -> str:
+    """A training curve's metric name: ``epoch_accuracy`` is the network's accuracy on its fit
+    cells at each epoch; plain ``accuracy`` is the held-out unit's (Keras names both so)."""
+    return f"epoch_{name}"
+
+
 def tracking_uri(explicit: str | None = None) -> str:
     """``--tracking-uri``, else ``MLFLOW_TRACKING_URI``, else ``mlflow.db`` (SQLite) here."""
     return explicit or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path.cwd() / 'mlflow.db'}"
@@ -250,7 +256,8 @@ class Tracking:
 
         def epoch(number: int, logs: dict[str, float]) -> None:
             now = int(time.time() * 1000)
-            self.client.log_batch(run, metrics=[Metric(k, float(v), now, number) for k, v in logs.items()])
+            metrics = [Metric(epoch_metric(k), float(v), now, number) for k, v in logs.items()]
+            self.client.log_batch(run, metrics=metrics)
             epochs.add(number)
 
         return Progress(trial, epoch), epochs
@@ -290,7 +297,7 @@ class Tracking:
             | {"n_features": len(fold.features)}
         )
         curves = [
-            Metric(name, float(value), now, step)
+            Metric(epoch_metric(name), float(value), now, step)
             for name, series in fold.curves.items()
             for step, value in enumerate(series)
             if step not in logged_epochs
