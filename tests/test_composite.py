@@ -104,6 +104,10 @@ def test_stacks_refuse_members_without_probabilities_and_unknown_member_settings
     )
     with pytest.raises(InputError, match="linear_svm give.s. no class probabilities"):
         load_model_spec(path)
+    escaping = {"name": "../up", "estimator": "gaussian_nb"}
+    path.write_text(yaml.safe_dump({"name": "s", "stack": [escaping, "xgboost"], "combiner": "naive_bayes"}))
+    with pytest.raises(InputError, match=r"member name\(s\) ../up"):
+        load_model_spec(path)
     spec = {
         "name": "e",
         "data": {"store": "x"},

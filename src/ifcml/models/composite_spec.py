@@ -8,9 +8,12 @@ into them like into any spec: ``{network: {training: {max_epochs: 30}}}``.
 
 from __future__ import annotations
 
+import re
+
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ifcml.models.classical import ModelSpec
+from ifcml.models.composite import COMBINER
 from ifcml.models.network_spec import NetworkSpec
 
 
@@ -41,6 +44,13 @@ class StackedSpec(BaseModel):
         names = [member.name for member in self.stack]
         if len(set(names)) < len(names):
             raise ValueError(f"stack: names repeat ({', '.join(names)}); give each a distinct name")
+        odd = [
+            n for n in names if n == COMBINER or not re.fullmatch(r"[A-Za-z0-9_.-]+", n) or n.startswith(".")
+        ]
+        if odd:  # each member is saved in a folder of its name, beside the combiner's
+            raise ValueError(
+                f"stack: member name(s) {', '.join(odd)}: use letters, digits, _ . - (not {COMBINER!r})"
+            )
         blind = [m.name for m in self.stack if isinstance(m, ModelSpec) and not m.family.probabilities]
         if blind:
             raise ValueError(f"stack: {', '.join(blind)} give(s) no class probabilities to combine")
