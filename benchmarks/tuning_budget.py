@@ -57,15 +57,14 @@ def main() -> None:
     tuning.STARTUP_TRIALS = args.startup  # what the grid's tuning reads; the results name it
     spec = load_experiment(args.spec)
     wanted = args.models.split(",") if args.models else None
+    specs = spec.model_specs()
     models = [
-        k
-        for k, m in enumerate(spec.model_specs())
-        if isinstance(m, ModelSpec) and (wanted is None or m.name in wanted)
+        k for k, m in enumerate(specs) if isinstance(m, ModelSpec) and (wanted is None or m.name in wanted)
     ]
     prepare_data(spec)  # the gating table, when the spec gates its cells
     rows = []
     for k in models:
-        model = spec.model_specs()[k]
+        model = specs[k]
         for channel_set in spec.channel_sets:
             design = design_of(spec, k, channel_set)  # as the grid reads it: labels, merges, gates
             for fold in design.folds(spec.split, spec.seed)[: args.folds]:

@@ -25,10 +25,15 @@ def load_spec(path: Path, model: type[Spec], what: str) -> Spec:
         raise InputError(f"{path}: cannot read the {what} ({exc.strerror})") from exc
     except yaml.YAMLError as exc:
         raise InputError(f"{path}: not valid YAML ({exc})") from exc
+    return validated(model, data, str(path))
+
+
+def validated(model: type[Spec], data: object, where: str) -> Spec:
+    """``model`` validated from ``data``; an error names ``where``, the key's path and what was expected."""
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        raise InputError(f"{path}: {describe(exc)}") from exc
+        raise InputError(f"{where}: {describe(exc)}") from exc
 
 
 def describe(error: ValidationError) -> str:

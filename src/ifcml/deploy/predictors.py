@@ -10,6 +10,7 @@ processes for measurements (the slow part), and through tf.data's prefetch for n
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from concurrent.futures import as_completed
 from functools import lru_cache
@@ -31,7 +32,23 @@ from ifcml.models.saved import COMPOSITE, SavedModel
 UNCLASSIFIED = -1  # a cell whose outline was not found: not measured, so not classified
 
 
-class FeaturePredictor:
+class KeepingPredictor(ABC):
+    """A predictor that can also return measured columns of each cell (``predict_keeping``)."""
+
+    def predict(self, cells: CellImages) -> tuple[np.ndarray, np.ndarray | None]:
+        """Class codes (``UNCLASSIFIED`` where a cell could not be read, e.g. no outline found)
+        and probabilities (or None for models without them, e.g. the linear SVM)."""
+        codes, probabilities, _ = self.predict_keeping(cells, ())
+        return codes, probabilities
+
+    @abstractmethod
+    def predict_keeping(
+        self, cells: CellImages, keep: Sequence[str]
+    ) -> tuple[np.ndarray, np.ndarray | None, pd.DataFrame]:
+        """Codes, probabilities and the measured columns ``keep`` of each cell (NaN where not measured)."""
+
+
+class FeaturePredictor(KeepingPredictor):
     """A scikit-learn or XGBoost model on CellProfiler measurements of each cell."""
 
     def __init__(self, model, classes: list[str], features: list[str], inputs: dict):
@@ -41,12 +58,6 @@ class FeaturePredictor:
         self.recipe = Recipe.model_validate(inputs["recipe"])
         self.tile_size: int | None = inputs.get("tile_size")
         self.batch_cells = self.recipe.chunk_cells
-
-    def predict(self, cells: CellImages) -> tuple[np.ndarray, np.ndarray | None]:
-        """Class codes (``UNCLASSIFIED`` where no outline was found) and probabilities (or None
-        for models without them, e.g. the linear SVM)."""
-        codes, probabilities, _ = self.predict_keeping(cells, ())
-        return codes, probabilities
 
     def predict_keeping(
         self, cells: CellImages, keep: Sequence[str]
@@ -126,7 +137,7 @@ class NetworkPredictor:
         return np.asarray(result[0], np.float64), pooled
 
 
-class HybridPredictor:
+class HybridPredictor(KeepingPredictor):
     """A classical model on a network's pooled features of each cell's crop (and its
     measurements, when the model was trained with them)."""
 
@@ -137,10 +148,6 @@ class HybridPredictor:
         self.features, self.classes = features, network.classes
         self.channels = list(dict.fromkeys(network.channels + (measuring.channels if measuring else [])))
         self.batch_cells = measuring.batch_cells if measuring else network.batch_cells
-
-    def predict(self, cells: CellImages) -> tuple[np.ndarray, np.ndarray | None]:
-        codes, probabilities, _ = self.predict_keeping(cells, ())
-        return codes, probabilities
 
     def predict_keeping(self, cells: CellImages, keep: Sequence[str]):
         _, pooled = self.network.answer(part_of(cells, self.channels, self.network.channels), embeddings=True)
@@ -157,17 +164,13 @@ class HybridPredictor:
         return codes, probabilities, measured.reindex(columns=list(keep))
 
 
-class StackedPredictor:
+class StackedPredictor(KeepingPredictor):
     """A combiner on the class probabilities of its members (each reading cells its own way)."""
 
     def __init__(self, members: dict[str, Predictor], combiner, features: list[str], classes: list[str]):
         self.members, self.combiner, self.features, self.classes = members, combiner, features, classes
         self.channels = list(dict.fromkeys(c for member in members.values() for c in member.channels))
         self.batch_cells = min(member.batch_cells for member in members.values())
-
-    def predict(self, cells: CellImages) -> tuple[np.ndarray, np.ndarray | None]:
-        codes, probabilities, _ = self.predict_keeping(cells, ())
-        return codes, probabilities
 
     def predict_keeping(self, cells: CellImages, keep: Sequence[str]):
         answers = []

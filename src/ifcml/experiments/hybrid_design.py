@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ifcml.cells import CELL
+from ifcml.cells import CELL, metadata_columns
 from ifcml.experiments.classical_design import ClassicalDesign
 from ifcml.experiments.design import Design, Relabel
 from ifcml.experiments.network_design import NetworkDesign
@@ -125,7 +125,8 @@ class HybridDesign(CompositeDesign):
 
     def _embedded(self, network, rows: np.ndarray) -> pd.DataFrame:
         """The cells at ``rows``, with the network's pooled features as columns."""
-        cells = self.table.iloc[rows].reset_index(drop=True)
+        columns = [*metadata_columns(self.table), *self.classifier.features]  # what the classifier reads
+        cells = self.table.iloc[rows][columns].reset_index(drop=True)
         pooled = pooled_features(
             network, self.network.crops, cells[CELL].to_numpy(), self.spec.embedding_of.inference_batch
         )

@@ -15,9 +15,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from sklearn.model_selection import GroupKFold, StratifiedKFold
 
-from ifcml.cells import INSTANCE, LABEL
+from ifcml.cells import INSTANCE, LABEL, metadata_columns
 from ifcml.errors import InputError
 from ifcml.experiments.classical_design import ClassicalDesign
 from ifcml.experiments.design import Design, Relabel
@@ -28,6 +27,7 @@ from ifcml.models.classical import ModelSpec, class_probabilities
 from ifcml.models.composite import COMBINER, Composite, Part, stacked_inputs
 from ifcml.models.composite_spec import StackedSpec
 from ifcml.models.network_spec import NetworkSpec
+from ifcml.models.tuning import inner_folds
 from ifcml.progress import SILENT, Progress
 
 
@@ -135,21 +135,16 @@ class StackedDesign(CompositeDesign):
         """Positions into ``rows``: grouped by instance, as the tuning's inner split, where every
         inner training part then still holds every class; else stratified (a class seen in one
         instance only: the design is confounded, and says so)."""
-        labels = self.table[LABEL].to_numpy()[rows]
-        groups = self.table[INSTANCE].to_numpy()[rows]
-        k = self.spec.inner_folds
-        if len(np.unique(groups)) >= 2:
-            folds = list(GroupKFold(min(k, len(np.unique(groups)))).split(labels, labels, groups))
-            if all(len(np.unique(labels[fit])) == len(np.unique(labels)) for fit, _ in folds):
-                return folds
-        fewest = pd.Series(labels).value_counts().min()
+        labels = pd.factorize(self.table[LABEL].to_numpy()[rows])[0]
+        fewest = np.bincount(labels).min()
         if fewest < 2:
             raise InputError(f"{self.name}: a class has {fewest} training cell; stacking needs at least 2")
-        return list(StratifiedKFold(min(k, fewest), shuffle=True, random_state=seed).split(labels, labels))
+        groups = self.table[INSTANCE].to_numpy()[rows]
+        return inner_folds(labels, groups, seed, self.spec.inner_folds, every_class=True)
 
     def _combiner_on(self, rows: np.ndarray, probabilities: list[np.ndarray]) -> ClassicalDesign:
         names = [member.name for member in self.members]
-        cells = self.table.iloc[rows].reset_index(drop=True)
+        cells = self.table.iloc[rows][metadata_columns(self.table)].reset_index(drop=True)
         columns = pd.DataFrame(stacked_inputs(probabilities, names, self.classes))
         table = pd.concat([cells, columns], axis=1)
         return replace(self.combiner, table=table, features=list(columns.columns), train_cells=None)

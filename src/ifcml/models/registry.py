@@ -16,7 +16,7 @@ from ifcml.errors import InputError
 from ifcml.models.classical import ModelSpec
 from ifcml.models.composite_spec import HybridSpec, StackedSpec
 from ifcml.models.network_spec import NetworkSpec
-from ifcml.specs import load_spec
+from ifcml.specs import load_spec, validated
 
 MODELS_DIR = Path(__file__).resolve().parents[3] / "models"
 AnySpec = ModelSpec | NetworkSpec | HybridSpec | StackedSpec
@@ -53,10 +53,6 @@ def load_model_spec(name_or_path: str | Path) -> AnySpec:
 
 def _composite(path: Path, kind: type, content: dict) -> HybridSpec | StackedSpec:
     """A hybrid or a stack with its parts' names replaced by their specs (single models only)."""
-    from pydantic import ValidationError
-
-    from ifcml.specs import describe
-
     resolved = dict(content)
     for key, expected in PARTS.items():
         if key not in content:
@@ -66,10 +62,7 @@ def _composite(path: Path, kind: type, content: dict) -> HybridSpec | StackedSpe
             raise InputError(f"{path}: {key}: expected a list of model names")
         parts = [_part(path, key, item, expected) for item in named]
         resolved[key] = parts if key == "stack" else parts[0]
-    try:
-        return kind.model_validate(resolved)
-    except ValidationError as exc:
-        raise InputError(f"{path}: {describe(exc)}") from exc
+    return validated(kind, resolved, str(path))
 
 
 def _part(path: Path, key: str, item, expected: type | None) -> dict:

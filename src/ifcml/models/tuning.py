@@ -33,12 +33,18 @@ class Trial:
     loss: float  # 1 - mean inner balanced accuracy
 
 
-def inner_folds(labels: np.ndarray, groups: np.ndarray, seed: int):
-    """Grouped folds over instances when there are at least two, else stratified folds."""
+def inner_folds(
+    labels: np.ndarray, groups: np.ndarray, seed: int, k: int = INNER_FOLDS, every_class: bool = False
+):
+    """Grouped folds over instances when there are at least two (with ``every_class``, only if
+    every inner training part still holds every class), else stratified folds; ``labels`` are
+    class codes."""
     n_groups = len(np.unique(groups))
     if n_groups >= 2:
-        return list(GroupKFold(min(INNER_FOLDS, n_groups)).split(labels, labels, groups))
-    n = max(2, min(INNER_FOLDS, np.bincount(labels).min()))
+        folds = list(GroupKFold(min(k, n_groups)).split(labels, labels, groups))
+        if not every_class or all(len(np.unique(labels[fit])) == len(np.unique(labels)) for fit, _ in folds):
+            return folds
+    n = max(2, min(k, np.bincount(labels).min()))
     return list(StratifiedKFold(n, shuffle=True, random_state=seed).split(labels, labels))
 
 
