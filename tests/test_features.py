@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from cp_measure.core.measuregranularity import get_granularity
+from cp_measure.core.measureobjectintensitydistribution import get_radial_distribution
 
 from ifcml.cells import FAILED
 from ifcml.errors import IfcmlError
@@ -13,9 +14,11 @@ from ifcml.executors import Running
 from ifcml.features.granularity import granularity
 from ifcml.features.measure import measure_cells
 from ifcml.features.objects import cell_objects
+from ifcml.features.radial import radial_distribution
 from ifcml.features.recipe import Recipe, load_recipe
-from ifcml.features.table import read_features, write_features
+from ifcml.features.table import measure_images, read_features, write_features
 from ifcml.features.tiling import Layout, tile, tile_labels
+from ifcml.features.wanted import Wanted
 
 ROOT = __import__("pathlib").Path(__file__).resolve().parents[1]
 
@@ -53,6 +56,52 @@ def test_a_cell_measured_alone_equals_the_same_cell_in_a_batch(jurkat_store):
             np.testing.assert_allclose(
                 values[0], batch[name][i], rtol=1e-9, atol=1e-12, err_msg=f"cell {i}: {name}"
             )
+
+
+@pytest.mark.parametrize("obj", ["Cells", "CellsExpanded"])
+def test_radial_distribution_equals_cp_measure(jurkat_store, obj):
+    """ifcml's compiled radial distribution against cp-measure's, on real cells in both channels."""
+    index = np.r_[0:48, 1000:1048]
+    images, sizes = _cells(jurkat_store, index)
+    cells, expanded = cell_objects(images, None, sizes, ["BF", "DF"], Recipe())
+    layout = Layout(len(index), *images.shape[2:], padding=2)
+    labels = tile_labels(cells if obj == "Cells" else expanded, layout)
+    for k in (0, 1):
+        pixels = tile(images[:, k].astype(float) / 65535, layout)
+        ours = radial_distribution(labels, pixels, bins=4)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            reference = get_radial_distribution(labels, pixels, bin_count=4)
+        assert ours.keys() == reference.keys()
+        for key in reference:
+            np.testing.assert_allclose(ours[key], reference[key], rtol=1e-9, atol=1e-12, err_msg=key)
+
+
+@pytest.mark.parametrize("pick", ["sample", "zernike_only", "granularity_head", "one_of_each"])
+def test_measuring_only_wanted_columns_gives_the_full_recipes_values(jurkat_store, pick):
+    """What ``predict`` does with a model's few pruned features: the families nobody reads are
+    skipped (or cut short) and every wanted column keeps the full recipe's values, bit for bit."""
+    index = np.r_[0:12, 1000:1012]
+    images, sizes = _cells(jurkat_store, index)
+    full = measure_images(images, None, sizes, ["BF", "DF"], Recipe())
+    names = [c for c in full.columns if c != FAILED]
+    chosen = {
+        "sample": list(np.random.default_rng(0).choice(names, 40, replace=False)),
+        "zernike_only": ["Cells_RadialDistribution_ZernikeMagnitude_BF_4_2", "Cells_AreaShape_Zernike_3_1"],
+        "granularity_head": ["CellsExpanded_Granularity_3_DF", "Cells_Correlation_Manders_DF_BF"],
+        "one_of_each": [
+            "Cells_Intensity_MeanIntensity_BF",
+            "CellsExpanded_Texture_Contrast_DF_3_00_256",
+            "CellsExpanded_RadialDistribution_FracAtD_DF_2of4",
+            "Cells_AreaShape_MaxFeretDiameter",
+            "Cells_Quality_GradientRMS_DF",
+        ],
+    }[pick]
+    assert set(chosen) <= set(names)
+    narrow = measure_images(images, None, sizes, ["BF", "DF"], Recipe(), wanted=Wanted(chosen))
+    # 40 columns at random touch most families; the others leave most of them out
+    most = len(full.columns) if pick == "sample" else len(full.columns) / 2
+    assert len(narrow.columns) < most  # families were skipped, not measured and filtered
+    pd.testing.assert_frame_equal(narrow[[FAILED, *chosen]], full[[FAILED, *chosen]], check_exact=True)
 
 
 def test_granularity_equals_cp_measure_unsubsampled(jurkat_store):

@@ -24,6 +24,7 @@ from ifcml.errors import InputError
 from ifcml.executors import executor
 from ifcml.features.recipe import Recipe
 from ifcml.features.table import measure_images
+from ifcml.features.wanted import Wanted
 from ifcml.io.store import CellStore
 from ifcml.models.classical import class_probabilities
 from ifcml.models.composite import COMBINER, embedding_columns, stacked_inputs
@@ -64,21 +65,23 @@ class FeaturePredictor(KeepingPredictor):
     ) -> tuple[np.ndarray, np.ndarray | None, pd.DataFrame]:
         """:meth:`predict`, and the measured columns ``keep`` of each cell (NaN where a column was
         not measured): what the readout's gates read, measured once with the model's features."""
-        measured = self.measure(cells)
+        measured = self.measure(cells, keep)
         outlined = ~measured[FAILED].to_numpy(bool)
         codes, probabilities = classify(
             self.model, measured.reindex(columns=self.features), outlined, self.classes
         )
-        return codes, probabilities, measured.reindex(columns=list(keep)).reset_index(drop=True)
+        return codes, probabilities, measured.reindex(columns=list(keep))
 
-    def measure(self, cells: CellImages) -> pd.DataFrame:
-        """Each cell measured as the model's feature table was (a row per cell, in order)."""
+    def measure(self, cells: CellImages, keep: Sequence[str] = ()) -> pd.DataFrame:
+        """Each cell measured as the model's feature table was (a row per cell, in order), in
+        the model's features and the columns ``keep`` only: families nobody reads are skipped."""
         if self.recipe.segmentation.source == "instrument" and cells.masks is None:
             raise InputError("this model outlines cells with the instrument's masks; the input has none")
         if self.tile_size:
             cells = to_tile_size(cells, self.tile_size)
+        wanted = Wanted([*self.features, *keep])
         measured = measure_images(
-            cells.images, cells.masks, cells.sizes, self.channels, self.recipe, self.engine
+            cells.images, cells.masks, cells.sizes, self.channels, self.recipe, self.engine, wanted
         )
         return measured.reset_index(drop=True)
 
@@ -155,7 +158,7 @@ class HybridPredictor(KeepingPredictor):
         usable = np.ones(len(cells), bool)
         measured = pd.DataFrame(index=range(len(cells)))
         if self.measuring:
-            measured = self.measuring.measure(part_of(cells, self.channels, self.measuring.channels))
+            measured = self.measuring.measure(part_of(cells, self.channels, self.measuring.channels), keep)
             usable = ~measured[FAILED].to_numpy(bool)
             values = pd.concat([values, measured.drop(columns=list(values.columns), errors="ignore")], axis=1)
         codes, probabilities = classify(

@@ -14,10 +14,7 @@ from __future__ import annotations
 
 import numba
 import numpy as np
-from scipy import ndimage
-from skimage.morphology import disk, erosion
-
-_CROSS = disk(1)  # the 4-connected step CellProfiler erodes by
+from skimage.morphology import disk
 
 
 def granularity(labels: np.ndarray, pixels: np.ndarray, element_size: int, spectrum_length: int) -> dict:
@@ -35,30 +32,69 @@ def granularity(labels: np.ndarray, pixels: np.ndarray, element_size: int, spect
     eroded = signal
     spectrum = {}
     for step in range(1, spectrum_length + 1):
-        eroded = erosion(eroded, _CROSS)
+        eroded = _cross_erosion(eroded)
         new_mean = object_means(reconstruct_by_dilation(eroded, signal))
         spectrum[f"Granularity_{step}"] = (current_mean - new_mean) * 100 / start_mean
         current_mean = new_mean
     return spectrum
 
 
+def _cross_erosion(image: np.ndarray) -> np.ndarray:
+    """Grey erosion by the 4-connected cross, borders mirrored: scikit-image's ``erosion(image,
+    disk(1))`` (the mirrored pixel beyond an edge is the edge pixel itself), without its
+    generic footprint loop."""
+    out = image.copy()
+    np.minimum(out[1:], image[:-1], out=out[1:])
+    np.minimum(out[:-1], image[1:], out=out[:-1])
+    np.minimum(out[:, 1:], image[:, :-1], out=out[:, 1:])
+    np.minimum(out[:, :-1], image[:, 1:], out=out[:, :-1])
+    return out
+
+
 def _disk_filter(image: np.ndarray, radius: int, reduce: np.ufunc) -> np.ndarray:
     """Grey erosion (``np.minimum``) or dilation (``np.maximum``) by ``disk(radius)``.
 
-    Equal to scikit-image's (borders mirrored likewise), about 10x faster at radius 10: a disk is
-    a stack of centred horizontal runs, so the result is the reduction, over row offsets, of
-    shifted running extrema along rows (``scipy.ndimage`` computes each in O(1) per pixel).
+    Equal to scikit-image's (borders mirrored likewise), much faster at radius 10: a disk is a
+    stack of centred horizontal runs, so the result is the extremum, over row offsets, of
+    running extrema along rows (:func:`_disk_extremum`).
     """
-    line = ndimage.minimum_filter1d if reduce is np.minimum else ndimage.maximum_filter1d
     padded = np.pad(image, radius, mode="symmetric")  # scipy's "reflect"
-    rows, cols = image.shape
     half_widths = disk(radius)[:, radius:].sum(axis=1) - 1  # run half-width at each row offset
-    runs = {w: line(padded, 2 * w + 1, axis=1) for w in set(half_widths.tolist())}
-    result = None
-    for dy, w in enumerate(half_widths):
-        shifted = runs[w][dy : dy + rows, radius : radius + cols]
-        result = shifted.copy() if result is None else reduce(result, shifted, out=result)
-    return result
+    return _disk_extremum(padded, half_widths.astype(np.int64), reduce is np.minimum)
+
+
+@numba.njit(cache=True)
+def _disk_extremum(padded: np.ndarray, half_widths: np.ndarray, minimum: bool) -> np.ndarray:
+    """The filter on an image padded by ``radius``: the running extremum of half-width w >= 2
+    of a row is the extremum of two of half-width w - 1, one pixel either side (w = 1 adds the
+    centre), so every width costs a comparison or two per pixel; the 2 * radius + 1 rows an
+    output row needs are kept in a ring."""
+    span = len(half_widths)
+    radius = span // 2
+    padded_cols = padded.shape[1]
+    rows, cols = padded.shape[0] - 2 * radius, padded_cols - 2 * radius
+    ring = np.empty((span, half_widths.max() + 1, padded_cols))
+    out = np.empty((rows, cols))
+    for r in range(-span + 1, rows):
+        row = r + span - 1  # the padded row that enters the ring
+        runs = ring[row % span]
+        runs[0] = padded[row]
+        for w in range(1, runs.shape[0]):
+            for c in range(w, padded_cols - w):
+                v = _extreme(runs[w - 1, c - 1], runs[w - 1, c + 1], minimum)
+                runs[w, c] = _extreme(v, runs[0, c], minimum) if w == 1 else v
+        if r >= 0:
+            for c in range(cols):
+                v = ring[r % span, half_widths[0], c + radius]
+                for dy in range(1, span):
+                    v = _extreme(v, ring[(r + dy) % span, half_widths[dy], c + radius], minimum)
+                out[r, c] = v
+    return out
+
+
+@numba.njit(cache=True, inline="always")
+def _extreme(a: float, b: float, minimum: bool) -> float:
+    return (a if a < b else b) if minimum else (a if a > b else b)
 
 
 @numba.njit(cache=True)

@@ -20,15 +20,16 @@ import numpy as np
 from cp_measure.core import (
     measurecolocalization,
     measureobjectintensity,
-    measureobjectintensitydistribution,
     measureobjectsizeshape,
     measuretexture,
 )
 
 from ifcml.features import naming, zernike
 from ifcml.features.granularity import granularity
-from ifcml.features.recipe import Recipe
+from ifcml.features.radial import radial_distribution
+from ifcml.features.recipe import Measurements, Recipe
 from ifcml.features.tiling import Layout, tile, tile_labels
+from ifcml.features.wanted import Wanted
 
 UINT16_MAX = 65535  # CellProfiler reads 16-bit images as value / 65535
 
@@ -46,10 +47,12 @@ def measure_cells(
     cells: np.ndarray,
     expanded: np.ndarray,
     recipe: Recipe,
+    wanted: Wanted | None = None,
 ) -> dict[str, np.ndarray]:
     """Feature columns (CellProfiler names -> one value per cell) for (n, C, H, W) uint16 images.
 
     Cells with an empty mask get NaN. Position features are left out (see ``naming.POSITION``).
+    With ``wanted``, families none of whose columns are wanted are skipped (:mod:`.wanted`).
     """
     n, _, height, width = images.shape
     layout = Layout(n, height, width, recipe.tile_padding)
@@ -69,14 +72,17 @@ def measure_cells(
     m = recipe.measurements
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # undefined values are NaN, on purpose
-        if m.sizeshape.enabled:
-            _shape(labels["Cells"], layout, m, put)
+        shape = wanted.shape(m) if wanted else m
+        if shape.sizeshape.enabled:
+            _shape(labels["Cells"], layout, shape, put)
         for ch in channels:
             obj = "CellsExpanded" if ch in recipe.objects.expanded_channels else "Cells"
-            _per_channel(obj, labels[obj], layout, pixels[ch], ch, recipe, put)
-        if m.correlation.enabled:
-            for first, second in combinations(channels, 2):
-                _correlation(labels["Cells"], pixels[first], pixels[second], first, second, m, put)
+            per_channel = wanted.channel(m, obj, ch) if wanted else m
+            _per_channel(obj, labels[obj], layout, pixels[ch], ch, per_channel, put)
+        for first, second in combinations(channels, 2):
+            pair = wanted.pair(m, first, second) if wanted else m
+            if pair.correlation.enabled:
+                _correlation(labels["Cells"], pixels[first], pixels[second], first, second, pair, put)
     return columns
 
 
@@ -93,9 +99,8 @@ def _shape(label_image: np.ndarray, layout: Layout, m, put) -> None:
 
 
 def _per_channel(
-    obj: str, label_image: np.ndarray, layout: Layout, pixels: np.ndarray, ch: str, recipe: Recipe, put
+    obj: str, label_image: np.ndarray, layout: Layout, pixels: np.ndarray, ch: str, m: Measurements, put
 ) -> None:
-    m = recipe.measurements
     if m.intensity.enabled:
         for key, values in measureobjectintensity.get_intensity(label_image, pixels).items():
             if not key.endswith("_Z"):  # 2-D images: no Z
@@ -111,9 +116,9 @@ def _per_channel(
             put(naming.granularity_name(obj, key, ch), values)
     if m.radial_distribution.enabled:
         r = m.radial_distribution
-        found = measureobjectintensitydistribution.get_radial_distribution(
-            label_image, pixels, bin_count=r.bins
-        )
+        found = {}
+        if r.bins:
+            found = radial_distribution(label_image, pixels, r.bins)
         if r.zernike_degree:
             found |= zernike.radial_features(label_image, layout.tile_shape, pixels, r.zernike_degree)
         for key, values in found.items():

@@ -66,7 +66,7 @@ class Granularity(_Strict):
 
 class RadialDistribution(_Strict):
     enabled: bool = True
-    bins: int = Field(4, ge=1)
+    bins: int = Field(4, ge=0)  # 0 turns FracAtD, MeanFrac and RadialCV off
     zernike_degree: int = Field(9, ge=0)  # 0 turns the radial Zernike moments off
 
 

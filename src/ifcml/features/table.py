@@ -30,6 +30,7 @@ from ifcml.executors import Running, executor
 from ifcml.features.objects import cell_objects, check_objects
 from ifcml.features.quality import quality_columns
 from ifcml.features.recipe import Recipe
+from ifcml.features.wanted import Wanted
 from ifcml.io.store import CellStore
 from ifcml.outputs import is_ifcml_table, replace_atomically, writing
 
@@ -89,19 +90,25 @@ def measure_images(
     channels: list[str],
     recipe: Recipe,
     engine: str = "cp-measure",
+    wanted: Wanted | None = None,
 ) -> pd.DataFrame:
     """``FAILED`` and every feature of cells (N, C, H, W) whose true sizes are ``sizes`` (N, 2).
 
     Each cell is measured from its own pixels only: the same cell gives the same row in any
-    batch, store or exported model.
+    batch, store or exported model. With ``wanted`` (cp-measure engine), families none of whose
+    columns are wanted are skipped; the others' values are unchanged.
     """
     cells, expanded = cell_objects(images, masks, sizes, channels, recipe)
-    if engine == "cellprofiler":
+    if engine == "cellprofiler":  # one pipeline measures everything
         from ifcml.features.cellprofiler import measure_cells
+
+        columns = measure_cells(images, channels, cells, expanded, recipe)
     else:
         from ifcml.features.measure import measure_cells
-    columns = measure_cells(images, channels, cells, expanded, recipe)
-    if recipe.measurements.quality.enabled:  # ifcml's own family, the same for either engine
+
+        columns = measure_cells(images, channels, cells, expanded, recipe, wanted)
+    quality = recipe.measurements.quality.enabled and (wanted is None or wanted.quality())
+    if quality:  # ifcml's own family, the same for either engine
         columns |= quality_columns(images, sizes, channels, cells)
     failed = pd.DataFrame({FAILED: ~cells.reshape(len(cells), -1).any(axis=1)})
     return pd.concat([failed, pd.DataFrame(columns, index=failed.index)], axis=1)

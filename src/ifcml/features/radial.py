@@ -1,0 +1,118 @@
+"""CellProfiler's radial distribution (FracAtD, MeanFrac, RadialCV), with a compiled propagation.
+
+The algorithm is MeasureObjectIntensityDistribution's with scaled bins, as cp-measure implements
+it: each object's centre is its pixel farthest from the edge (the first in C order among ties),
+every pixel's distance from the centre is the 8-connected path length inside the object (steps
+of 1 and sqrt 2), and a pixel's bin is its distance from the centre over that distance plus its
+distance from the edge. Per bin: the object's share of intensity (FracAtD), that share over the
+share of pixels (MeanFrac), and the coefficient of variation of the mean intensity of 8 wedges
+around the centre (RadialCV). The difference is speed: centrosome's propagation runs once per
+colour over the whole montage through a generic priority queue; here one compiled Dijkstra
+from all centres does the same (objects never touch on a montage of framed tiles), and the
+per-object sums are bincounts. Values equal cp-measure's cell by cell (tested on real cells).
+"""
+
+from __future__ import annotations
+
+import heapq
+
+import numba
+import numpy as np
+from scipy import ndimage
+
+_EPS = np.finfo(float).eps
+_TINY = np.finfo(float).tiny
+
+
+def radial_distribution(labels: np.ndarray, pixels: np.ndarray, bins: int) -> dict[str, np.ndarray]:
+    """``RadialDistribution_{FracAtD,MeanFrac,RadialCV}_<b>of<bins>`` for objects 1..K of ``labels``.
+
+    Objects must not touch (true of a tiled montage, where zero frames separate the cells).
+    """
+    n = int(labels.max())
+    to_edge = ndimage.distance_transform_edt(labels > 0)
+    centre_rows, centre_cols = _centres(to_edge, labels, n)
+    from_centre = _distance_from_centres(labels > 0, centre_rows, centre_cols)
+    reached = from_centre >= 0  # a part of an object not connected to its centre is left out
+    rows, cols = np.nonzero(reached)
+    objects = labels[rows, cols] - 1
+    values = pixels[rows, cols].astype(np.float64)
+    d_centre, d_edge = from_centre[rows, cols], to_edge[rows, cols]
+    bin_of = np.minimum((d_centre / (d_centre + d_edge + 0.001) * bins).astype(int), bins)
+    cells = objects * (bins + 1) + bin_of
+    intensity = np.bincount(cells, values, minlength=n * (bins + 1)).reshape(n, bins + 1)
+    count = np.bincount(cells, minlength=n * (bins + 1)).reshape(n, bins + 1).astype(np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        frac_at_d = intensity / intensity.sum(axis=1, keepdims=True)
+        mean_frac = frac_at_d / (count / count.sum(axis=1, keepdims=True) + _EPS)
+    di = rows - centre_rows[objects]
+    dj = cols - centre_cols[objects]
+    wedge = (di > 0) + 2 * (dj > 0) + 4 * (np.abs(di) > np.abs(dj))
+    features = {}
+    for b in range(bins):
+        in_bin = bin_of == b
+        slot = objects[in_bin] * 8 + wedge[in_bin]
+        wedge_sum = np.bincount(slot, values[in_bin], minlength=n * 8).reshape(n, 8)
+        wedge_count = np.bincount(slot, minlength=n * 8).reshape(n, 8)
+        name = f"{b + 1}of{bins}"
+        features[f"RadialDistribution_FracAtD_{name}"] = frac_at_d[:, b]
+        features[f"RadialDistribution_MeanFrac_{name}"] = mean_frac[:, b]
+        features[f"RadialDistribution_RadialCV_{name}"] = _wedge_cv(wedge_sum, wedge_count)
+    return features
+
+
+def _centres(to_edge: np.ndarray, labels: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Each object's pixel farthest from its edge; the first in C order among ties."""
+    flat_labels, flat = labels.ravel(), to_edge.ravel()
+    maxima = np.full(n + 1, -np.inf)
+    np.maximum.at(maxima, flat_labels, flat)
+    at_maximum = np.flatnonzero((flat_labels > 0) & (flat == maxima[flat_labels]))
+    first = np.full(n + 1, labels.size)
+    np.minimum.at(first, flat_labels[at_maximum], at_maximum)
+    return np.unravel_index(first[1:], labels.shape)
+
+
+def _wedge_cv(wedge_sum: np.ndarray, wedge_count: np.ndarray) -> np.ndarray:
+    """Coefficient of variation of the wedges' mean intensities, over wedges holding pixels;
+    0 without any, and (as numpy.ma's safe division gives) the deviation itself where the mean is 0."""
+    held = wedge_count > 0
+    k = held.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        means = np.where(held, wedge_sum / np.where(held, wedge_count, 1), 0.0)
+        mean = means.sum(axis=1) / k
+        spread = np.sqrt(np.where(held, (means - mean[:, None]) ** 2, 0.0).sum(axis=1) / k)
+        cv = np.where(spread * _TINY >= np.abs(mean), spread, spread / mean)
+    return np.where(k == 0, 0.0, cv)
+
+
+@numba.njit(cache=True)
+def _distance_from_centres(inside: np.ndarray, centre_rows: np.ndarray, centre_cols: np.ndarray):
+    """8-connected path length (steps 1 and sqrt 2) from each object's centre through ``inside``
+    pixels (Dijkstra); -1 where no path reaches."""
+    rows, cols = inside.shape
+    distance = np.full((rows, cols), -1.0)
+    done = np.zeros((rows, cols), np.bool_)
+    heap = [(0.0, 0)]
+    heap.pop()
+    for k in range(len(centre_rows)):
+        distance[centre_rows[k], centre_cols[k]] = 0.0
+        heapq.heappush(heap, (0.0, centre_rows[k] * cols + centre_cols[k]))
+    diagonal = np.sqrt(2.0)
+    while heap:
+        d0, p = heapq.heappop(heap)
+        r, c = p // cols, p % cols
+        if done[r, c]:
+            continue
+        done[r, c] = True
+        for dr in range(-1, 2):
+            for dc in range(-1, 2):
+                rr, cc = r + dr, c + dc
+                if (dr == 0 and dc == 0) or rr < 0 or rr >= rows or cc < 0 or cc >= cols:
+                    continue
+                if done[rr, cc] or not inside[rr, cc]:
+                    continue
+                d = (1.0 if dr == 0 or dc == 0 else diagonal) + d0
+                if distance[rr, cc] < 0 or distance[rr, cc] > d:
+                    distance[rr, cc] = d
+                    heapq.heappush(heap, (d, rr * cols + cc))
+    return distance
