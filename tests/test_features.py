@@ -6,11 +6,13 @@ import numpy as np
 import pandas as pd
 import pytest
 from cp_measure.core.measuregranularity import get_granularity
-from cp_measure.core.measureobjectintensitydistribution import get_radial_distribution
+from cp_measure.core.measureobjectintensitydistribution import get_radial_distribution, get_radial_zernikes
+from cp_measure.core.measureobjectsizeshape import get_zernike
 
 from ifcml.cells import FAILED
 from ifcml.errors import IfcmlError
 from ifcml.executors import Running
+from ifcml.features import zernike
 from ifcml.features.granularity import granularity
 from ifcml.features.measure import measure_cells
 from ifcml.features.objects import cell_objects
@@ -74,6 +76,30 @@ def test_radial_distribution_equals_cp_measure(jurkat_store, obj):
         assert ours.keys() == reference.keys()
         for key in reference:
             np.testing.assert_allclose(ours[key], reference[key], rtol=1e-9, atol=1e-12, err_msg=key)
+
+
+def test_zernike_moments_equal_cp_measure_for_a_cell_alone(jurkat_store):
+    """ifcml's compiled Zernike sums (tile coordinates, a whole batch) against cp-measure's
+    shape and radial Zernike features of each cell alone on its tile (where tile and image
+    coordinates agree)."""
+    index = np.r_[0:6, 1000:1006]
+    images, sizes = _cells(jurkat_store, index)
+    cells, _ = cell_objects(images, None, sizes, ["BF", "DF"], Recipe())
+    layout = Layout(len(index), *images.shape[2:], padding=2)
+    labels = tile_labels(cells, layout)
+    pixels = tile(images[:, 1].astype(float) / 65535, layout)
+    ours = zernike.shape_features(labels, layout.tile_shape, 9)
+    ours |= zernike.radial_features(labels, layout.tile_shape, pixels, 9)
+    for i in range(len(index)):
+        alone = Layout(1, *images.shape[2:], padding=2)
+        one_label = tile_labels(cells[i : i + 1], alone)
+        one_pixels = tile(images[i : i + 1, 1].astype(float) / 65535, alone)
+        reference = get_zernike(one_label, None, 9) | get_radial_zernikes(one_label, one_pixels, 9)
+        assert reference.keys() <= ours.keys()
+        for key, values in reference.items():
+            np.testing.assert_allclose(
+                ours[key][i], values[0], rtol=1e-9, atol=1e-12, err_msg=f"cell {i}: {key}"
+            )
 
 
 @pytest.mark.parametrize("pick", ["sample", "zernike_only", "granularity_head", "one_of_each"])

@@ -11,6 +11,7 @@ gets the same values alone or in any batch, bit for bit.
 
 from __future__ import annotations
 
+import numba
 import numpy as np
 from centrosome import cpmorphology, zernike
 
@@ -57,26 +58,32 @@ def _moment_sums(labels, tile_shape, degree, weights):
         x = (cols % tile_shape[1] - centers[seg, 1]) / radii[seg]
     pixel_weights = [None if w is None else w[rows, cols].astype(np.float64) for w in weights]
     coefficients = zernike.construct_zernike_lookuptable(indexes)
-    r_square = x * x + y * y
-    z = y + 1j * x
-    powers = {}
-    power = z
-    for m in range(1, int(indexes[:, 1].max()) + 1):
-        powers[m] = power
-        power = power * z
-    sums = [np.zeros((n, len(indexes)), np.complex128) for _ in weights]
-    for k, (order, m) in enumerate(indexes):
-        radial = np.zeros_like(x)
-        for c in coefficients[k, : (order - m) // 2 + 1]:  # Horner's scheme in r^2
-            radial = radial * r_square + c
-        radial[~(r_square <= 1)] = 0  # CellProfiler's unit-disk cut-off (NaN radii included)
-        for total, w in zip(sums, pixel_weights, strict=True):
-            value = radial if w is None else radial * w
-            if m == 0:
-                total[:, k] = np.bincount(seg, value, minlength=n)
-            else:
-                value = value * powers[m]
-                total[:, k] = np.bincount(seg, value.real, minlength=n) + 1j * np.bincount(
-                    seg, value.imag, minlength=n
-                )
+    sums = [_polynomial_sums(seg, x, y, w, indexes, coefficients, n) for w in pixel_weights]
     return indexes, sums, np.asarray(radii, dtype=np.float64), counts
+
+
+@numba.njit(cache=True)
+def _polynomial_sums(seg, x, y, weights, indexes, coefficients, n):
+    """Per-object sums of every Zernike polynomial at unit-disk coordinates (x, y), times the
+    pixel's weight (or 1), in one pass over the pixels: the radial part by Horner's scheme in
+    r^2, z^m by repeated products (centrosome's polynomials, equal to round-off)."""
+    sums = np.zeros((n, len(indexes)), np.complex128)
+    top = indexes[:, 1].max()
+    powers = np.empty(top + 1, np.complex128)
+    for p in range(len(seg)):
+        r_square = x[p] * x[p] + y[p] * y[p]
+        z = y[p] + 1j * x[p]
+        power = z
+        for m in range(1, top + 1):
+            powers[m] = power
+            power = power * z
+        for k in range(len(indexes)):
+            order, m = indexes[k, 0], indexes[k, 1]
+            radial = 0.0
+            for c in coefficients[k, : (order - m) // 2 + 1]:
+                radial = radial * r_square + c
+            if not r_square <= 1:  # CellProfiler's unit-disk cut-off (NaN radii included)
+                radial = 0.0
+            value = radial if weights is None else radial * weights[p]
+            sums[seg[p], k] += value if m == 0 else value * powers[m]
+    return sums
