@@ -19,11 +19,12 @@ from skimage.morphology import disk
 
 def granularity(labels: np.ndarray, pixels: np.ndarray, element_size: int, spectrum_length: int) -> dict:
     """``Granularity_1..N`` -> per-object values for objects 1..K of ``labels``."""
-    flat = labels.ravel()
-    counts = np.bincount(flat)[1:].astype(np.float64)
+    inside = np.flatnonzero(labels)  # objects' pixels, in order: the same sums as over all pixels
+    objects = labels.ravel()[inside] - 1
+    counts = np.bincount(objects).astype(np.float64)
 
     def object_means(image: np.ndarray) -> np.ndarray:
-        return np.bincount(flat, image.ravel(), minlength=len(counts) + 1)[1:] / counts
+        return np.bincount(objects, image.ravel()[inside], minlength=len(counts)) / counts
 
     current_mean = object_means(pixels)
     start_mean = np.maximum(current_mean, np.finfo(float).eps)
