@@ -4,7 +4,9 @@ Cells are laid out on a montage of zero-framed tiles (:mod:`ifcml.features.tilin
 measurement family runs once per montage. Every family used here works object by object,
 granularity runs unsubsampled (:mod:`ifcml.features.granularity`) and Zernike moments are
 taken in tile coordinates (:mod:`ifcml.features.zernike`), so a cell's values are the ones it
-gets alone on its tile (tested). CellProfiler's whole-image steps (subsampled granularity
+gets alone on its tile (tested). Granularity, radial distribution, texture and the Zernike sums
+are ifcml's compiled kernels of CellProfiler's algorithms (each tested against cp-measure on
+real cells); size and shape, Feret diameters, intensity and correlation are cp-measure's. CellProfiler's whole-image steps (subsampled granularity
 background, image-wide thresholds) are exactly what is left out: they leak an acquisition's
 signature into every cell.
 """
@@ -21,13 +23,13 @@ from cp_measure.core import (
     measurecolocalization,
     measureobjectintensity,
     measureobjectsizeshape,
-    measuretexture,
 )
 
 from ifcml.features import naming, zernike
 from ifcml.features.granularity import granularity
 from ifcml.features.radial import radial_distribution
 from ifcml.features.recipe import Measurements, Recipe
+from ifcml.features.texture import texture
 from ifcml.features.tiling import Layout, tile, tile_labels
 from ifcml.features.wanted import Wanted
 
@@ -107,7 +109,7 @@ def _per_channel(
                 put(naming.intensity_name(obj, key, ch), values)
     if m.texture.enabled:
         for scale in m.texture.scales:
-            found = measuretexture.get_texture(label_image, pixels, scale, m.texture.gray_levels)
+            found = texture(label_image, pixels, scale, m.texture.gray_levels)
             for key, values in found.items():
                 put(naming.texture_name(obj, key, ch), values)
     if m.granularity.enabled:
