@@ -13,6 +13,7 @@ from __future__ import annotations
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+from matplotlib.ticker import FixedFormatter, FixedLocator, NullLocator
 
 SIZE = "train cells/class"  # the comparison table's column: "all" or the cap
 
@@ -95,6 +96,10 @@ def figure(points: pd.DataFrame):
                 label=model,
             )
         ax.set_xscale("log")
+        ticks = part.groupby(SIZE)["cells"].median().sort_values()  # a tick per size, plain numbers
+        ax.xaxis.set_major_locator(FixedLocator(ticks.to_numpy()))
+        ax.xaxis.set_major_formatter(FixedFormatter([f"{v:.0f}" for v in ticks]))
+        ax.xaxis.set_minor_locator(NullLocator())
         ax.set_xlabel("training cells per class (mean over folds)")
         ax.set_title(channel_set)
         ax.grid(alpha=0.3)

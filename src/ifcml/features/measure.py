@@ -6,9 +6,9 @@ granularity runs unsubsampled (:mod:`ifcml.features.granularity`) and Zernike mo
 taken in tile coordinates (:mod:`ifcml.features.zernike`), so a cell's values are the ones it
 gets alone on its tile (tested). Granularity, radial distribution, texture and the Zernike sums
 are ifcml's compiled kernels of CellProfiler's algorithms (each tested against cp-measure on
-real cells); size and shape, Feret diameters, intensity and correlation are cp-measure's. CellProfiler's whole-image steps (subsampled granularity
-background, image-wide thresholds) are exactly what is left out: they leak an acquisition's
-signature into every cell.
+real cells); size and shape, Feret diameters, intensity and correlation are cp-measure's.
+CellProfiler's whole-image steps (subsampled granularity background, image-wide thresholds) are
+exactly what is left out: they leak an acquisition's signature into every cell.
 """
 
 from __future__ import annotations
