@@ -245,10 +245,12 @@ def _readout(table: pd.DataFrame, artifacts: dict) -> str:
                 reference, per_instance[f"predicted_fraction_{positive}"], s=18, label=row["model"]
             )
             if f"corrected_fraction_{positive}" in per_instance:
-                middle = per_instance[f"corrected_fraction_{positive}"]
-                spread = [middle - per_instance[f"corrected_low_{positive}"],
-                          per_instance[f"corrected_high_{positive}"] - middle]  # fmt: skip
-                corrected.errorbar(reference, middle, yerr=spread, fmt="o", ms=4, lw=0.8, label=row["model"])
+                middle = per_instance[f"corrected_fraction_{positive}"].to_numpy(float)
+                spread = [middle - per_instance[f"corrected_low_{positive}"].to_numpy(float),
+                          per_instance[f"corrected_high_{positive}"].to_numpy(float) - middle]  # fmt: skip
+                corrected.errorbar(
+                    reference.to_numpy(float), middle, yerr=spread, fmt="o", ms=4, lw=0.8, label=row["model"]
+                )
             for ax, what in ((counted, "classify-and-count"), (corrected, "corrected, 95 % interval")):
                 ax.set_xlabel(f"reference fraction {positive}")
                 ax.set_ylabel(f"predicted fraction {positive} ({what})")
