@@ -62,28 +62,26 @@ def test_a_cell_measured_alone_equals_the_same_cell_in_a_batch(jurkat_store):
             )
 
 
-@pytest.mark.parametrize("obj", ["Cells", "CellsExpanded"])
-def test_radial_distribution_equals_cp_measure(jurkat_store, obj):
-    """ifcml's compiled radial distribution against cp-measure's, on real cells in both channels."""
-    index = np.r_[0:48, 1000:1048]
-    images, sizes = _cells(jurkat_store, index)
-    cells, expanded = cell_objects(images, None, sizes, ["BF", "DF"], Recipe())
-    layout = Layout(len(index), *images.shape[2:], padding=2)
-    labels = tile_labels(cells if obj == "Cells" else expanded, layout)
-    for k in (0, 1):
-        pixels = tile(images[:, k].astype(float) / 65535, layout)
-        ours = radial_distribution(labels, pixels, bins=4)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            reference = get_radial_distribution(labels, pixels, bin_count=4)
-        assert ours.keys() == reference.keys()
-        for key in reference:
-            np.testing.assert_allclose(ours[key], reference[key], rtol=1e-9, atol=1e-12, err_msg=key)
+# ifcml's compiled families and cp-measure's functions, each called on (labels, pixels)
+COMPILED_FAMILIES = {
+    "radial_distribution": (
+        lambda labels, pixels: radial_distribution(labels, pixels, bins=4),
+        lambda labels, pixels: get_radial_distribution(labels, pixels, bin_count=4),
+    ),
+    "texture": (
+        lambda labels, pixels: texture(labels, pixels, scale=3, gray_levels=256),
+        lambda labels, pixels: get_texture(labels, pixels, 3, 256),
+    ),
+}
 
 
 @pytest.mark.parametrize("obj", ["Cells", "CellsExpanded"])
-def test_texture_equals_cp_measure(jurkat_store, obj):
-    """ifcml's compiled Haralick features against cp-measure's (mahotas), on real cells in both
-    channels; objects without pairs in a direction are NaN in both."""
+@pytest.mark.parametrize("family", sorted(COMPILED_FAMILIES))
+def test_compiled_family_equals_cp_measure(jurkat_store, family, obj):
+    """ifcml's compiled radial distribution and Haralick texture against cp-measure's, on real
+    cells of three phases in both channels; values NaN in one are NaN in the other (texture:
+    objects without pairs in a direction)."""
+    ours_of, reference_of = COMPILED_FAMILIES[family]
     index = np.r_[0:48, 1000:1048, 2500:2548]
     images, sizes = _cells(jurkat_store, index)
     cells, expanded = cell_objects(images, None, sizes, ["BF", "DF"], Recipe())
@@ -91,8 +89,9 @@ def test_texture_equals_cp_measure(jurkat_store, obj):
     labels = tile_labels(cells if obj == "Cells" else expanded, layout)
     for k in (0, 1):
         pixels = tile(images[:, k].astype(float) / 65535, layout)
-        ours = texture(labels, pixels, scale=3, gray_levels=256)
-        reference = get_texture(labels, pixels, 3, 256)
+        ours = ours_of(labels, pixels)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            reference = reference_of(labels, pixels)
         assert ours.keys() == reference.keys()
         for key in reference:
             np.testing.assert_allclose(ours[key], reference[key], rtol=1e-9, atol=1e-12, err_msg=key)
