@@ -48,27 +48,20 @@ from ifcml.io.store import CellStore, write_store
 ROOT = Path(__file__).resolve().parents[1]
 JURKAT = ROOT.parent / "shared" / "data" / "jurkat_ifc" / "Experiment_1"
 CHANNELS = ["BF", "DF"]
-FAMILIES = [
-    "sizeshape",
-    "intensity",
-    "texture",
-    "granularity",
-    "radial_distribution",
-    "correlation",
-    "quality",
-]
+FAMILIES = list(Measurements.model_fields)  # the recipe's families, in its order
 
 
-def only(family: str | None) -> Recipe:
-    """The default recipe with only ``family`` measured (None: nothing but the objects)."""
+def only(family: str) -> Recipe:
+    """The default recipe with only ``family`` measured."""
     return Recipe(measurements=Measurements.model_validate({f: {"enabled": f == family} for f in FAMILIES}))
 
 
 def reference_families(
-    images: np.ndarray, sizes: np.ndarray, recipe: Recipe
+    images: np.ndarray, objects: tuple[np.ndarray, np.ndarray], recipe: Recipe
 ) -> dict[str, Callable[[], object]]:
-    """cp-measure's functions for every family, on the montages ifcml's engine builds."""
-    cells, expanded = cell_objects(images, None, sizes, CHANNELS, recipe)
+    """cp-measure's functions for every family, on the montages ifcml's engine builds from the
+    cells' ``objects`` (Cells, CellsExpanded)."""
+    cells, expanded = objects
     layout = Layout(len(images), *images.shape[2:], recipe.tile_padding)
     labels = {"Cells": tile_labels(cells, layout), "CellsExpanded": tile_labels(expanded, layout)}
     pixels = {ch: tile(images[:, k].astype(np.float64) / 65535, layout) for k, ch in enumerate(CHANNELS)}
@@ -159,7 +152,7 @@ def main() -> None:
     [ours(family)() for family in FAMILIES]  # compile and warm every kernel before timing
     segmentation = ms_per_cell(lambda: [cell_objects(i, None, s, CHANNELS, recipe) for i, s, _ in batches])
     rows = [{"family": "objects (segmentation)", "ifcml_ms": segmentation, "cp_measure_ms": segmentation}]
-    references = [reference_families(i, s, recipe) for i, s, _ in batches]
+    references = [reference_families(i, objects, recipe) for i, _, objects in batches]
     for family in FAMILIES:
         mine = ms_per_cell(ours(family))
         if family == "quality":  # ifcml's own: no cp-measure counterpart, the same cost in both
