@@ -64,6 +64,13 @@ def measure_cells(
     labels = {"Cells": tile_labels(cells, layout), "CellsExpanded": tile_labels(expanded, layout)}
     pixels = {ch: tile(images[:, k].astype(np.float64) / UINT16_MAX, layout) for k, ch in enumerate(channels)}
     columns: dict[str, np.ndarray] = {}
+    found_disks: dict[str, zernike.UnitDisks] = {}
+
+    def disks(obj: str) -> zernike.UnitDisks:
+        """An object set's enclosing circles, found once per batch for shape and channels."""
+        if obj not in found_disks:
+            found_disks[obj] = zernike.unit_disks(labels[obj], layout.tile_shape)
+        return found_disks[obj]
 
     def put(name: str, values) -> None:
         if not naming.POSITION.search(name):
@@ -76,11 +83,11 @@ def measure_cells(
         warnings.simplefilter("ignore", RuntimeWarning)  # undefined values are NaN, on purpose
         shape = wanted.shape(m) if wanted else m
         if shape.sizeshape.enabled:
-            _shape(labels["Cells"], layout, shape, put)
+            _shape(labels["Cells"], disks, shape, put)
         for ch in channels:
             obj = "CellsExpanded" if ch in recipe.objects.expanded_channels else "Cells"
             per_channel = wanted.channel(m, obj, ch) if wanted else m
-            _per_channel(obj, labels[obj], layout, pixels[ch], ch, per_channel, put)
+            _per_channel(obj, labels[obj], layout, disks, pixels[ch], ch, per_channel, put)
         for first, second in combinations(channels, 2):
             pair = wanted.pair(m, first, second) if wanted else m
             if pair.correlation.enabled:
@@ -88,11 +95,11 @@ def measure_cells(
     return columns
 
 
-def _shape(label_image: np.ndarray, layout: Layout, m, put) -> None:
+def _shape(label_image: np.ndarray, disks: Callable[[str], zernike.UnitDisks], m, put) -> None:
     for key, values in measureobjectsizeshape.get_sizeshape(label_image, None).items():
         put(naming.shape_name("Cells", key), values)
     if m.sizeshape.zernike_degree:
-        moments = zernike.shape_features(label_image, layout.tile_shape, m.sizeshape.zernike_degree)
+        moments = zernike.shape_features(disks("Cells"), m.sizeshape.zernike_degree)
         for key, values in moments.items():
             put(naming.shape_name("Cells", key), values)
     if m.sizeshape.feret:
@@ -101,7 +108,14 @@ def _shape(label_image: np.ndarray, layout: Layout, m, put) -> None:
 
 
 def _per_channel(
-    obj: str, label_image: np.ndarray, layout: Layout, pixels: np.ndarray, ch: str, m: Measurements, put
+    obj: str,
+    label_image: np.ndarray,
+    layout: Layout,
+    disks: Callable[[str], zernike.UnitDisks],
+    pixels: np.ndarray,
+    ch: str,
+    m: Measurements,
+    put,
 ) -> None:
     if m.intensity.enabled:
         for key, values in measureobjectintensity.get_intensity(label_image, pixels).items():
@@ -114,7 +128,9 @@ def _per_channel(
                 put(naming.texture_name(obj, key, ch), values)
     if m.granularity.enabled:
         g = m.granularity
-        for key, values in granularity(label_image, pixels, g.element_size, g.spectrum_length).items():
+        for key, values in granularity(
+            label_image, pixels, layout.tile_shape, g.element_size, g.spectrum_length
+        ).items():
             put(naming.granularity_name(obj, key, ch), values)
     if m.radial_distribution.enabled:
         r = m.radial_distribution
@@ -122,7 +138,7 @@ def _per_channel(
         if r.bins:
             found = radial_distribution(label_image, pixels, r.bins)
         if r.zernike_degree:
-            found |= zernike.radial_features(label_image, layout.tile_shape, pixels, r.zernike_degree)
+            found |= zernike.radial_features(disks(obj), pixels, r.zernike_degree)
         for key, values in found.items():
             put(naming.radial_name(obj, key, ch), values)
 
