@@ -7,8 +7,9 @@ import pandas as pd
 import pytest
 from cp_measure.core.measuregranularity import get_granularity
 from cp_measure.core.measureobjectintensitydistribution import get_radial_distribution, get_radial_zernikes
-from cp_measure.core.measureobjectsizeshape import get_zernike
+from cp_measure.core.measureobjectsizeshape import get_sizeshape, get_zernike
 from cp_measure.core.measuretexture import get_texture
+from scipy.ndimage import distance_transform_edt
 
 from ifcml.cells import FAILED
 from ifcml.errors import IfcmlError
@@ -19,6 +20,7 @@ from ifcml.features.measure import measure_cells
 from ifcml.features.objects import cell_objects
 from ifcml.features.radial import radial_distribution
 from ifcml.features.recipe import Recipe, load_recipe
+from ifcml.features.sizeshape import size_shape
 from ifcml.features.table import measure_images, read_features, write_features
 from ifcml.features.texture import texture
 from ifcml.features.tiling import Layout, tile, tile_labels
@@ -62,15 +64,19 @@ def test_a_cell_measured_alone_equals_the_same_cell_in_a_batch(jurkat_store):
             )
 
 
-# ifcml's compiled families and cp-measure's functions, each called on (labels, pixels)
+# ifcml's compiled families and cp-measure's functions, each called on (labels, pixels, layout)
 COMPILED_FAMILIES = {
     "radial_distribution": (
-        lambda labels, pixels: radial_distribution(labels, pixels, bins=4),
+        lambda labels, pixels, _: radial_distribution(labels, pixels, bins=4),
         lambda labels, pixels: get_radial_distribution(labels, pixels, bin_count=4),
     ),
     "texture": (
-        lambda labels, pixels: texture(labels, pixels, scale=3, gray_levels=256),
+        lambda labels, pixels, _: texture(labels, pixels, scale=3, gray_levels=256),
         lambda labels, pixels: get_texture(labels, pixels, 3, 256),
+    ),
+    "sizeshape": (
+        lambda labels, _, layout: size_shape(labels, layout.tile_shape, distance_transform_edt(labels > 0)),
+        lambda labels, _: get_sizeshape(labels, None),
     ),
 }
 
@@ -78,9 +84,9 @@ COMPILED_FAMILIES = {
 @pytest.mark.parametrize("obj", ["Cells", "CellsExpanded"])
 @pytest.mark.parametrize("family", sorted(COMPILED_FAMILIES))
 def test_compiled_family_equals_cp_measure(jurkat_store, family, obj):
-    """ifcml's compiled radial distribution and Haralick texture against cp-measure's, on real
-    cells of three phases in both channels; values NaN in one are NaN in the other (texture:
-    objects without pairs in a direction)."""
+    """ifcml's compiled families against cp-measure's, on real cells of three phases in both
+    channels: the same keys in the same order, values equal to round-off (size and shape: bit
+    for bit); NaN in one is NaN in the other (texture: objects without pairs in a direction)."""
     ours_of, reference_of = COMPILED_FAMILIES[family]
     index = np.r_[0:48, 1000:1048, 2500:2548]
     images, sizes = _cells(jurkat_store, index)
@@ -89,12 +95,15 @@ def test_compiled_family_equals_cp_measure(jurkat_store, family, obj):
     labels = tile_labels(cells if obj == "Cells" else expanded, layout)
     for k in (0, 1):
         pixels = tile(images[:, k].astype(float) / 65535, layout)
-        ours = ours_of(labels, pixels)
+        ours = ours_of(labels, pixels, layout)
         with np.errstate(invalid="ignore", divide="ignore"):
             reference = reference_of(labels, pixels)
-        assert ours.keys() == reference.keys()
+        assert list(ours) == list(reference)
         for key in reference:
-            np.testing.assert_allclose(ours[key], reference[key], rtol=1e-9, atol=1e-12, err_msg=key)
+            if family == "sizeshape":
+                np.testing.assert_array_equal(ours[key], reference[key], err_msg=key)
+            else:
+                np.testing.assert_allclose(ours[key], reference[key], rtol=1e-9, atol=1e-12, err_msg=key)
 
 
 def test_zernike_moments_equal_cp_measure_for_a_cell_alone(jurkat_store):

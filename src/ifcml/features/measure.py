@@ -4,9 +4,11 @@ Cells are laid out on a montage of zero-framed tiles (:mod:`ifcml.features.tilin
 measurement family runs once per montage. Every family used here works object by object,
 granularity runs unsubsampled (:mod:`ifcml.features.granularity`) and Zernike moments are
 taken in tile coordinates (:mod:`ifcml.features.zernike`), so a cell's values are the ones it
-gets alone on its tile (tested). Granularity, radial distribution, texture and the Zernike sums
-are ifcml's compiled kernels of CellProfiler's algorithms (each tested against cp-measure on
-real cells); size and shape, Feret diameters, intensity and correlation are cp-measure's.
+gets alone on its tile (tested). Granularity, radial distribution, texture, the Zernike sums
+and size and shape (its moments excepted) are ifcml's kernels of CellProfiler's algorithms, each
+tested against cp-measure on real cells; the moments, Feret diameters, intensity and
+correlation are cp-measure's. Geometry that several families share is found once per batch
+(:mod:`ifcml.features.objectset`).
 CellProfiler's whole-image steps (subsampled granularity background, image-wide thresholds) are
 exactly what is left out: they leak an acquisition's signature into every cell.
 """
@@ -27,8 +29,10 @@ from cp_measure.core import (
 
 from ifcml.features import naming, zernike
 from ifcml.features.granularity import granularity
+from ifcml.features.objectset import ObjectSet
 from ifcml.features.radial import radial_distribution
 from ifcml.features.recipe import Measurements, Recipe
+from ifcml.features.sizeshape import size_shape
 from ifcml.features.texture import texture
 from ifcml.features.tiling import Layout, tile, tile_labels
 from ifcml.features.wanted import Wanted
@@ -61,16 +65,12 @@ def measure_cells(
     found = cells.reshape(n, -1).any(axis=1)
     if not found.any():
         return {}
-    labels = {"Cells": tile_labels(cells, layout), "CellsExpanded": tile_labels(expanded, layout)}
+    objects = {
+        name: ObjectSet(name, tile_labels(masks, layout), layout.tile_shape)
+        for name, masks in (("Cells", cells), ("CellsExpanded", expanded))
+    }
     pixels = {ch: tile(images[:, k].astype(np.float64) / UINT16_MAX, layout) for k, ch in enumerate(channels)}
     columns: dict[str, np.ndarray] = {}
-    found_disks: dict[str, zernike.UnitDisks] = {}
-
-    def disks(obj: str) -> zernike.UnitDisks:
-        """An object set's enclosing circles, found once per batch for shape and channels."""
-        if obj not in found_disks:
-            found_disks[obj] = zernike.unit_disks(labels[obj], layout.tile_shape)
-        return found_disks[obj]
 
     def put(name: str, values) -> None:
         if not naming.POSITION.search(name):
@@ -83,40 +83,31 @@ def measure_cells(
         warnings.simplefilter("ignore", RuntimeWarning)  # undefined values are NaN, on purpose
         shape = wanted.shape(m) if wanted else m
         if shape.sizeshape.enabled:
-            _shape(labels["Cells"], disks, shape, put)
+            _shape(objects["Cells"], shape, put)
         for ch in channels:
             obj = "CellsExpanded" if ch in recipe.objects.expanded_channels else "Cells"
             per_channel = wanted.channel(m, obj, ch) if wanted else m
-            _per_channel(obj, labels[obj], layout, disks, pixels[ch], ch, per_channel, put)
+            _per_channel(objects[obj], pixels[ch], ch, per_channel, put)
         for first, second in combinations(channels, 2):
             pair = wanted.pair(m, first, second) if wanted else m
             if pair.correlation.enabled:
-                _correlation(labels["Cells"], pixels[first], pixels[second], first, second, pair, put)
+                _correlation(objects["Cells"].labels, pixels[first], pixels[second], first, second, pair, put)
     return columns
 
 
-def _shape(label_image: np.ndarray, disks: Callable[[str], zernike.UnitDisks], m, put) -> None:
-    for key, values in measureobjectsizeshape.get_sizeshape(label_image, None).items():
-        put(naming.shape_name("Cells", key), values)
+def _shape(cells: ObjectSet, m, put) -> None:
+    for key, values in size_shape(cells.labels, cells.tile_shape, cells.to_edge).items():
+        put(naming.shape_name(cells.name, key), values)
     if m.sizeshape.zernike_degree:
-        moments = zernike.shape_features(disks("Cells"), m.sizeshape.zernike_degree)
-        for key, values in moments.items():
-            put(naming.shape_name("Cells", key), values)
+        for key, values in zernike.shape_features(cells.disks, m.sizeshape.zernike_degree).items():
+            put(naming.shape_name(cells.name, key), values)
     if m.sizeshape.feret:
-        for key, values in measureobjectsizeshape.get_feret(label_image, None).items():
-            put(naming.shape_name("Cells", key), values)
+        for key, values in measureobjectsizeshape.get_feret(cells.labels, None).items():
+            put(naming.shape_name(cells.name, key), values)
 
 
-def _per_channel(
-    obj: str,
-    label_image: np.ndarray,
-    layout: Layout,
-    disks: Callable[[str], zernike.UnitDisks],
-    pixels: np.ndarray,
-    ch: str,
-    m: Measurements,
-    put,
-) -> None:
+def _per_channel(objects: ObjectSet, pixels: np.ndarray, ch: str, m: Measurements, put) -> None:
+    obj, label_image = objects.name, objects.labels
     if m.intensity.enabled:
         for key, values in measureobjectintensity.get_intensity(label_image, pixels).items():
             if not key.endswith("_Z"):  # 2-D images: no Z
@@ -128,17 +119,16 @@ def _per_channel(
                 put(naming.texture_name(obj, key, ch), values)
     if m.granularity.enabled:
         g = m.granularity
-        for key, values in granularity(
-            label_image, pixels, layout.tile_shape, g.element_size, g.spectrum_length
-        ).items():
+        spectrum = granularity(label_image, pixels, objects.tile_shape, g.element_size, g.spectrum_length)
+        for key, values in spectrum.items():
             put(naming.granularity_name(obj, key, ch), values)
     if m.radial_distribution.enabled:
         r = m.radial_distribution
         found = {}
         if r.bins:
-            found = radial_distribution(label_image, pixels, r.bins)
+            found = radial_distribution(label_image, pixels, r.bins, objects.to_edge)
         if r.zernike_degree:
-            found |= zernike.radial_features(disks(obj), pixels, r.zernike_degree)
+            found |= zernike.radial_features(objects.disks, pixels, r.zernike_degree)
         for key, values in found.items():
             put(naming.radial_name(obj, key, ch), values)
 

@@ -24,13 +24,17 @@ _EPS = np.finfo(float).eps
 _TINY = np.finfo(float).tiny
 
 
-def radial_distribution(labels: np.ndarray, pixels: np.ndarray, bins: int) -> dict[str, np.ndarray]:
+def radial_distribution(
+    labels: np.ndarray, pixels: np.ndarray, bins: int, to_edge: np.ndarray | None = None
+) -> dict[str, np.ndarray]:
     """``RadialDistribution_{FracAtD,MeanFrac,RadialCV}_<b>of<bins>`` for objects 1..K of ``labels``.
 
     Objects must not touch (true of a tiled montage, where zero frames separate the cells).
+    ``to_edge``: the Euclidean distance transform of ``labels > 0``, when already at hand.
     """
     n = int(labels.max())
-    to_edge = ndimage.distance_transform_edt(labels > 0)
+    if to_edge is None:
+        to_edge = ndimage.distance_transform_edt(labels > 0)
     centre_rows, centre_cols = _centres(to_edge, labels, n)
     from_centre = _distance_from_centres(labels > 0, centre_rows, centre_cols)
     reached = from_centre >= 0  # a part of an object not connected to its centre is left out
