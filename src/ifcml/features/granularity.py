@@ -116,37 +116,34 @@ def _disk_filter(image: np.ndarray, radius: int, reduce: np.ufunc) -> np.ndarray
     """Grey erosion (``np.minimum``) or dilation (``np.maximum``) of each tile by ``disk(radius)``.
 
     Equal to scikit-image's (borders mirrored likewise), much faster at radius 10: a disk is a
-    stack of centred horizontal runs, so the result is the extremum, over row offsets, of
-    running extrema along rows (:func:`_disk_extremum`).
+    stack of centred horizontal runs, so the result is the minimum, over row offsets, of
+    running minima along rows (:func:`_disk_minimum`); a dilation is the erosion of the negated
+    image, negated (exact).
     """
     padded = np.pad(image, ((0, 0), (radius, radius), (radius, radius), (0, 0)), mode="symmetric")
-    half_widths = disk(radius)[:, radius:].sum(axis=1) - 1  # run half-width at each row offset
+    half_widths = (disk(radius)[:, radius:].sum(axis=1) - 1).astype(np.int64)  # run half-width per row offset
     if reduce is np.minimum:
-        return _disk_extremum(padded, half_widths.astype(np.int64), _lower, np.inf)
-    return _disk_extremum(padded, half_widths.astype(np.int64), _higher, -np.inf)
+        return _disk_minimum(padded, half_widths)
+    return -_disk_minimum(-padded, half_widths)
 
 
 @numba.njit(cache=True, inline="always")
 def _lower(a: float, b: float) -> float:
+    """The smaller of two numbers, as a plain select (vectorises; no NaN here)."""
     return a if a < b else b
 
 
-@numba.njit(cache=True, inline="always")
-def _higher(a: float, b: float) -> float:
-    return a if a > b else b
-
-
 @numba.njit(cache=True)
-def _disk_extremum(padded: np.ndarray, half_widths: np.ndarray, pick, identity: float) -> np.ndarray:
-    """The filter on tiles padded by ``radius``. Each padded row's running extremum of
-    half-width w >= 2 is the extremum of two of half-width w - 1, one pixel either side (w = 1
+def _disk_minimum(padded: np.ndarray, half_widths: np.ndarray) -> np.ndarray:
+    """The erosion of tiles padded by ``radius``. Each padded row's running minimum of
+    half-width w >= 2 is the minimum of two of half-width w - 1, one pixel either side (w = 1
     adds the centre); as soon as a row has the width that row offset dy needs, it is folded
     into output row (row - dy)."""
     n_blocks, padded_rows, padded_cols, _ = padded.shape
     span = len(half_widths)
     radius = span // 2
     rows, cols = padded_rows - 2 * radius, padded_cols - 2 * radius
-    out = np.full((n_blocks, rows, cols, BLOCK), identity)
+    out = np.full((n_blocks, rows, cols, BLOCK), np.inf)
     previous = np.empty((padded_cols, BLOCK))
     current = np.empty((padded_cols, BLOCK))
     for b in range(n_blocks):
@@ -159,17 +156,17 @@ def _disk_extremum(padded: np.ndarray, half_widths: np.ndarray, pick, identity: 
                 elif w == 1:
                     for c in range(1, padded_cols - 1):
                         for j in range(BLOCK):
-                            current[c, j] = pick(pick(source[c - 1, j], source[c + 1, j]), source[c, j])
+                            current[c, j] = _lower(_lower(source[c - 1, j], source[c + 1, j]), source[c, j])
                 else:
                     for c in range(w, padded_cols - w):
                         for j in range(BLOCK):
-                            current[c, j] = pick(previous[c - 1, j], previous[c + 1, j])
+                            current[c, j] = _lower(previous[c - 1, j], previous[c + 1, j])
                 for dy in range(span):
                     r = row - dy
                     if half_widths[dy] == w and 0 <= r < rows:
                         for c in range(cols):
                             for j in range(BLOCK):
-                                o[r, c, j] = pick(o[r, c, j], current[c + radius, j])
+                                o[r, c, j] = _lower(o[r, c, j], current[c + radius, j])
                 previous, current = current, previous
     return out
 
