@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ifcml.features.segment import expand, segment_bright_field
+from ifcml.features.segment import expand, expand_all, segment_bright_field, segment_bright_fields
 from ifcml.io.detect import open_source
 from ifcml.io.store import write_store
 from ifcml.simulate import SimulatedSource, SimulationSettings
@@ -63,3 +63,15 @@ def test_the_object_at_the_centre_is_kept():
     mask = segment_bright_field(image.astype(np.uint16))
     assert mask[20, 20] and not mask[5, 5]
     assert expand(mask, 2).sum() > mask.sum()
+
+
+def test_a_stack_segments_each_image_as_if_alone(jurkat_bright_field):
+    """One call per stack of same-size cells (the engine's way) must give each cell the mask it
+    gets alone: no filter, structure or threshold may reach across the stack."""
+    _, images = jurkat_bright_field
+    stack = images[np.r_[0:20, 1000:1020, 2500:2520]]
+    masks = segment_bright_fields(stack)
+    grown = expand_all(masks, 2)
+    for image, mask, wide in zip(stack, masks, grown, strict=True):
+        np.testing.assert_array_equal(mask, segment_bright_field(image))
+        np.testing.assert_array_equal(wide, expand(mask, 2))

@@ -12,7 +12,7 @@ import numpy as np
 
 from ifcml.errors import InputError
 from ifcml.features.recipe import Recipe
-from ifcml.features.segment import SegmentationSettings, expand, segment_bright_field
+from ifcml.features.segment import SegmentationSettings, expand_all, segment_bright_fields
 
 
 def check_objects(recipe: Recipe, channels: list[str], has_masks: bool) -> None:
@@ -45,11 +45,12 @@ def cell_objects(
     settings = SegmentationSettings(seg.smoothing, seg.closing_radius, seg.min_area)
     cells = np.zeros(images.shape[:1] + images.shape[2:], bool)
     expanded = np.zeros_like(cells)
-    for i, (h, w) in enumerate(sizes):
+    for h, w in np.unique(sizes, axis=0):  # cells of one size are segmented as one stack
+        same = np.flatnonzero((sizes[:, 0] == h) & (sizes[:, 1] == w))
         if use_instrument:
-            outline = instrument_masks[i, k, :h, :w] > 0
+            outlines = instrument_masks[same, k, :h, :w] > 0
         else:
-            outline = segment_bright_field(images[i, k, :h, :w], settings)
-        cells[i, :h, :w] = outline
-        expanded[i, :h, :w] = expand(outline, recipe.objects.expand_pixels)
+            outlines = segment_bright_fields(images[same, k, :h, :w], settings)
+        cells[same, :h, :w] = outlines
+        expanded[same, :h, :w] = expand_all(outlines, recipe.objects.expand_pixels)
     return cells, expanded

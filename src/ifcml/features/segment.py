@@ -14,7 +14,7 @@ from functools import lru_cache
 
 import numpy as np
 from scipy import ndimage
-from skimage.filters import sobel, threshold_otsu
+from skimage.filters import threshold_otsu
 from skimage.morphology import disk
 
 
@@ -31,27 +31,62 @@ def segment_bright_field(
     image: np.ndarray, settings: SegmentationSettings = SegmentationSettings()
 ) -> np.ndarray:
     """Boolean mask of the cell in a 2-D bright-field image (all False when segmentation fails)."""
-    if min(image.shape) < 3:
-        return np.zeros(image.shape, bool)
-    smooth = ndimage.gaussian_filter(image.astype(np.float32), settings.smoothing)
-    edges = sobel(smooth)
-    if not np.ptp(edges) > 0:
-        return np.zeros(image.shape, bool)
-    foreground = edges > threshold_otsu(edges)
-    foreground = ndimage.binary_closing(foreground, _disk(settings.closing_radius), border_value=0)
-    foreground = ndimage.binary_fill_holes(foreground)
-    labels, n = ndimage.label(foreground)
-    if n == 0:
-        return np.zeros(image.shape, bool)
-    cell = labels == _central_label(labels, n)
-    return cell if cell.sum() >= settings.min_area else np.zeros(image.shape, bool)
+    return segment_bright_fields(image[None], settings)[0]
+
+
+def segment_bright_fields(
+    images: np.ndarray, settings: SegmentationSettings = SegmentationSettings()
+) -> np.ndarray:
+    """:func:`segment_bright_field` of each image of an (n, H, W) stack, each on its own: every
+    filter and structure acts within an image (nothing along the stack's axis), so one call
+    per stack gives each image's own mask at a fraction of the per-image calls' overhead."""
+    n, height, width = images.shape
+    empty = np.zeros(images.shape, bool)
+    if min(height, width) < 3 or n == 0:
+        return empty
+    smooth = ndimage.gaussian_filter(images.astype(np.float32), (0, settings.smoothing, settings.smoothing))
+    edges = _sobel_magnitudes(smooth)
+    usable = np.ptp(edges, axis=(1, 2)) > 0
+    thresholds = np.array([threshold_otsu(e) if ok else np.inf for e, ok in zip(edges, usable, strict=True)])
+    foreground = edges > thresholds[:, None, None]
+    foreground = ndimage.binary_closing(foreground, _disk(settings.closing_radius)[None], border_value=0)
+    foreground = ndimage.binary_fill_holes(foreground, _IN_PLANE_CROSS)
+    labels, count = ndimage.label(foreground, _IN_PLANE_CROSS)
+    cells = empty
+    for i in np.flatnonzero(usable & labels.any(axis=(1, 2))):
+        cell = labels[i] == _central_label(labels[i], count)
+        if cell.sum() >= settings.min_area:
+            cells[i] = cell
+    return cells
 
 
 def expand(mask: np.ndarray, pixels: int) -> np.ndarray:
     """The mask grown by ``pixels`` (the slightly larger object used for dark-field)."""
-    if pixels <= 0 or not mask.any():
-        return mask
-    return ndimage.binary_dilation(mask, _disk(pixels))
+    return expand_all(mask[None], pixels)[0]
+
+
+def expand_all(masks: np.ndarray, pixels: int) -> np.ndarray:
+    """:func:`expand` of each mask of an (n, H, W) stack, each on its own."""
+    if pixels <= 0 or not masks.any():
+        return masks
+    return ndimage.binary_dilation(masks, _disk(pixels)[None])
+
+
+# 4-connected within an image, nothing across images
+_IN_PLANE_CROSS = np.zeros((3, 3, 3), bool)
+_IN_PLANE_CROSS[1] = ndimage.generate_binary_structure(2, 1)
+_SOBEL_SMOOTHING = np.array([1, 2, 1]) / 4
+
+
+def _sobel_magnitudes(images: np.ndarray) -> np.ndarray:
+    """scikit-image's ``sobel`` (both axes, the root mean square of the two, float32) of each
+    image of a stack: the same kernels, taps and operations, each image on its own."""
+    magnitude = np.zeros(images.shape, images.dtype)
+    for kernel in (np.outer([1, 0, -1], _SOBEL_SMOOTHING), np.outer(_SOBEL_SMOOTHING, [1, 0, -1])):
+        along = ndimage.convolve(images, kernel[None], mode="reflect")
+        along *= along
+        magnitude += along
+    return np.sqrt(magnitude) / np.sqrt(2, dtype=magnitude.dtype)
 
 
 @lru_cache(maxsize=8)
