@@ -1,4 +1,5 @@
-"""Running the real ``ifcml`` command in a child process pinned to some cores, for benchmarks."""
+"""Running a command (the real ``ifcml``, or a benchmark's own script) in a child process pinned
+to some cores, for benchmarks."""
 
 from __future__ import annotations
 
@@ -9,12 +10,12 @@ import tempfile
 import time
 
 
-def run_ifcml(args: list[str], cores: int) -> tuple[float, float]:
-    """Run ``ifcml ARGS`` on ``cores`` cores; return (wall s, peak RSS MiB of it or its largest worker)."""
+def run_child(argv: list[str], cores: int) -> tuple[float, float]:
+    """Run ``argv`` on ``cores`` cores; return (wall s, peak RSS MiB of it or its largest worker)."""
     start = time.perf_counter()
     with tempfile.TemporaryFile() as errors:
         child = subprocess.Popen(
-            [sys.executable, "-m", "ifcml.cli", *args],
+            argv,
             stdout=subprocess.DEVNULL,
             stderr=errors,
             preexec_fn=lambda: os.sched_setaffinity(0, range(cores)),
@@ -23,5 +24,10 @@ def run_ifcml(args: list[str], cores: int) -> tuple[float, float]:
         wall = time.perf_counter() - start
         if status:
             errors.seek(0)
-            raise RuntimeError(f"`ifcml {' '.join(args[:2])}` failed: {errors.read().decode()[-2000:]}")
+            raise RuntimeError(f"`{' '.join(argv[1:4])}` failed: {errors.read().decode()[-2000:]}")
     return wall, usage.ru_maxrss / 1024
+
+
+def run_ifcml(args: list[str], cores: int) -> tuple[float, float]:
+    """``ifcml ARGS`` through :func:`run_child`."""
+    return run_child([sys.executable, "-m", "ifcml.cli", *args], cores)

@@ -1,15 +1,21 @@
-"""Feature extraction throughput: cells/s per core for both engines on the same real cells.
+"""Feature extraction throughput: cells/s per core for both engines and for the cp-measure
+reference, on the same real cells, with start-up apart from the per-cell rate.
 
-The real Jurkat cells (bright-field + dark-field, 40x40) are ingested once, then measured by
-the real ``ifcml features`` command in a child process pinned to 1 or 2 cores with as many
-workers, for each engine (peak memory = the largest process). The cp-measure engine is also
-run on the cells repeated (``--copies``) to see how it scales with the number of cells, and with
-``--dask-workers N`` through a Dask LocalCluster of N single-threaded worker processes
-(``ifcml features --scheduler``), checking that the table is the one measured locally.
+The real Jurkat cells (bright-field + dark-field, 40x40) are ingested once. Each engine is run
+by the real ``ifcml features`` command in a child process pinned to 1 or 2 cores with as many
+workers (peak memory = the largest process), each at two sizes: the cp-measure engine on the
+cells and on the cells repeated (``--copies``), CellProfiler on its first N1 and N2 cells
+(``--cellprofiler-cells``). The reference (``reference_engine.py``: cp-measure's own functions
+run as ifcml's engine first ran them) is timed alike on one core. Two sizes give each its
+per-cell rate (the slope: what 10^5-10^6 cells cost) and its start-up (the intercept: imports,
+CellProfiler's start, compiled kernels loaded). The summary compares per-cell rates per core.
+With ``--dask-workers N`` the cp-measure engine also runs through a Dask LocalCluster of N
+single-threaded worker processes (``ifcml features --scheduler``), checking that the table is
+the one measured locally.
 
-Usage: python benchmarks/features_throughput.py [--engines cp-measure,cellprofiler]
-                                                [--cores 1 2] [--copies 1 3] [--cellprofiler-cells 1024]
-                                                [--dask-workers 2]
+Usage: python benchmarks/features_throughput.py [--engines cp-measure,cellprofiler,reference]
+            [--cores 1 2] [--copies 1 3] [--cellprofiler-cells 256 1024]
+            [--reference-cells 256 512] [--dask-workers 2]
 Results are printed as JSON lines and written to benchmarks/results/features_throughput.json.
 """
 
@@ -18,10 +24,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import tempfile
 from pathlib import Path
 
-from child import run_ifcml
+from child import run_child, run_ifcml
 from ifcml.io.detect import open_source
 from ifcml.io.sources import CellChunk
 from ifcml.io.store import CellStore, write_store
@@ -86,53 +93,103 @@ def through_dask(store: CellStore, out: Path, local: Path, workers: int) -> dict
     }
 
 
+def per_cell(rows: list[dict]) -> dict:
+    """The per-cell rate and start-up from runs of one engine on one number of cores at two sizes."""
+    small, large = sorted(rows, key=lambda row: row["cells"])[:: len(rows) - 1]
+    seconds_per_cell = (large["wall_s"] - small["wall_s"]) / (large["cells"] - small["cells"])
+    return {
+        "engine": small["engine"],
+        "cores": small["cores"],
+        "cells_per_s": round(1 / seconds_per_cell, 1),
+        "cells_per_s_per_core": round(1 / seconds_per_cell / small["cores"], 1),
+        "start_up_s": round(small["wall_s"] - small["cells"] * seconds_per_cell, 1),
+        "peak_rss_mib": max(row["peak_rss_mib"] for row in rows),
+    }
+
+
+def ratios(rates: list[dict]) -> list[dict]:
+    """The cp-measure engine's per-cell rate per core over each other engine's, core for core."""
+    ours = {r["cores"]: r["cells_per_s_per_core"] for r in rates if r["engine"] == "cp-measure"}
+    return [
+        {
+            "ratio": f"cp-measure engine / {r['engine']}",
+            "cores": r["cores"],
+            "x": round(ours[r["cores"]] / r["cells_per_s_per_core"], 1),
+        }
+        for r in rates
+        if r["engine"] != "cp-measure" and r["cores"] in ours
+    ]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--engines", default="cp-measure,cellprofiler")
+    parser.add_argument("--engines", default="cp-measure,cellprofiler,reference")
     parser.add_argument("--cores", type=int, nargs="+", default=sorted({1, os.cpu_count() or 1}))
     parser.add_argument(
-        "--copies", type=int, nargs="+", default=[1, 3], help="cp-measure: repeats of the cells"
+        "--copies", type=int, nargs=2, default=[1, 3], help="cp-measure: repeats of the cells, two sizes"
     )
-    parser.add_argument("--cellprofiler-cells", type=int, default=1024, help="cells CellProfiler measures")
+    parser.add_argument("--cellprofiler-cells", type=int, nargs=2, default=[256, 1024])
+    parser.add_argument("--reference-cells", type=int, nargs=2, default=[256, 512], help="on one core")
     parser.add_argument("--dask-workers", type=int, default=0, help="also through a LocalCluster of N")
     args = parser.parse_args()
     if not JURKAT.is_dir():
         raise SystemExit(f"needs the real Jurkat montages at {JURKAT}")
-    results = []
+    engines = args.engines.split(",")
+    runs: list[dict] = []
+
+    def timed(engine: str, cells: int, cores: int, argv_or_args: list[str], ifcml: bool = True) -> None:
+        wall, peak = (run_ifcml if ifcml else run_child)(argv_or_args, cores)
+        row = {
+            "engine": engine,
+            "cells": cells,
+            "cores": cores,
+            "wall_s": round(wall, 1),
+            "peak_rss_mib": round(peak),
+        }
+        print(json.dumps(row), flush=True)
+        runs.append(row)
+
     with tempfile.TemporaryDirectory(dir=os.environ.get("IFCML_BENCH_TMP")) as tmp:
         work = Path(tmp)
         source = open_source(JURKAT, "montage", channels={3: "BF", 6: "DF"}, grid="30x30")
         jurkat = write_store([source], work / "jurkat")
-        cases = [("cp-measure", copies, None) for copies in args.copies]
-        cases += [("cellprofiler", 1, args.cellprofiler_cells)]
-        for engine, copies, n in cases:
-            if engine not in args.engines.split(","):
+        sizes = [("cp-measure", copies, None) for copies in args.copies]
+        sizes += [("cellprofiler", 1, n) for n in args.cellprofiler_cells]
+        for engine, copies, n in sizes:
+            if engine not in engines:
                 continue
             store = write_store([Repeated(jurkat, copies, n)], work / f"{engine}-{copies}-{n}")
             for cores in args.cores:
-                out = work / f"f-{engine}-{copies}-{cores}.parquet"
+                out = work / f"f-{engine}-{copies}-{n}-{cores}.parquet"
                 command = ["features", str(store.path), "--out", str(out), "--engine", engine]
-                wall, peak = run_ifcml([*command, "--workers", str(cores)], cores)
-                row = {
-                    "engine": engine,
-                    "cells": store.n_cells,
-                    "cores": cores,
-                    "wall_s": round(wall, 1),
-                    "cells_per_s": round(store.n_cells / wall, 1),
-                    "cells_per_s_per_core": round(store.n_cells / wall / cores, 1),
-                    "peak_rss_mib": round(peak),
-                }
-                print(json.dumps(row), flush=True)
-                results.append(row)
+                timed(engine, store.n_cells, cores, [*command, "--workers", str(cores)])
             if engine == "cp-measure" and args.dask_workers:
                 row = through_dask(store, work / f"f-dask-{copies}.parquet", out, args.dask_workers)
                 print(json.dumps(row), flush=True)
-                results.append(row)
+                runs.append(row)
+        if "reference" in engines:
+            script = str(Path(__file__).with_name("reference_engine.py"))
+            for n in args.reference_cells:
+                timed(
+                    "cp-measure functions (reference)",
+                    n,
+                    1,
+                    [sys.executable, script, str(jurkat.path), str(n)],
+                    ifcml=False,
+                )
+    groups: dict[tuple[str, int], list[dict]] = {}
+    for row in runs:
+        if "wall_s" in row and "dask_workers" not in row:
+            groups.setdefault((row["engine"], row["cores"]), []).append(row)
+    rates = [per_cell(rows) for rows in groups.values() if len(rows) >= 2]
+    summary = {"runs": runs, "per_cell": rates, "ratios": ratios(rates)}
+    for line in rates + summary["ratios"]:
+        print(json.dumps(line), flush=True)
     out = ROOT / "benchmarks" / "results" / "features_throughput.json"
     out.parent.mkdir(exist_ok=True)
-    out.write_text(json.dumps(results, indent=2))
+    out.write_text(json.dumps(summary, indent=2))
 
 
 if __name__ == "__main__":
