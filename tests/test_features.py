@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from cp_measure.core.measuregranularity import get_granularity
+from cp_measure.core.measureobjectintensity import get_intensity
 from cp_measure.core.measureobjectintensitydistribution import get_radial_distribution, get_radial_zernikes
 from cp_measure.core.measureobjectsizeshape import get_sizeshape, get_zernike
 from cp_measure.core.measuretexture import get_texture
@@ -16,6 +17,7 @@ from ifcml.errors import IfcmlError
 from ifcml.executors import Running
 from ifcml.features import zernike
 from ifcml.features.granularity import granularity
+from ifcml.features.intensity import intensity
 from ifcml.features.measure import measure_cells
 from ifcml.features.objects import cell_objects
 from ifcml.features.radial import radial_distribution
@@ -74,6 +76,10 @@ COMPILED_FAMILIES = {
         lambda labels, pixels, _: texture(labels, pixels, scale=3, gray_levels=256),
         lambda labels, pixels: get_texture(labels, pixels, 3, 256),
     ),
+    "intensity": (
+        lambda labels, pixels, _: intensity(labels, pixels),
+        lambda labels, pixels: get_intensity(labels, pixels),
+    ),
     "sizeshape": (
         lambda labels, _, layout: size_shape(labels, layout.tile_shape, distance_transform_edt(labels > 0)),
         lambda labels, _: get_sizeshape(labels, None),
@@ -81,12 +87,15 @@ COMPILED_FAMILIES = {
 }
 
 
+BIT_FOR_BIT = {"intensity", "sizeshape"}  # the same sums in the same order as cp-measure's
+
+
 @pytest.mark.parametrize("obj", ["Cells", "CellsExpanded"])
 @pytest.mark.parametrize("family", sorted(COMPILED_FAMILIES))
 def test_compiled_family_equals_cp_measure(jurkat_store, family, obj):
     """ifcml's compiled families against cp-measure's, on real cells of three phases in both
-    channels: the same keys in the same order, values equal to round-off (size and shape: bit
-    for bit); NaN in one is NaN in the other (texture: objects without pairs in a direction)."""
+    channels: the same keys in the same order, values equal to round-off (``BIT_FOR_BIT``:
+    exactly); NaN in one is NaN in the other (texture: objects without pairs in a direction)."""
     ours_of, reference_of = COMPILED_FAMILIES[family]
     index = np.r_[0:48, 1000:1048, 2500:2548]
     images, sizes = _cells(jurkat_store, index)
@@ -100,7 +109,7 @@ def test_compiled_family_equals_cp_measure(jurkat_store, family, obj):
             reference = reference_of(labels, pixels)
         assert list(ours) == list(reference)
         for key in reference:
-            if family == "sizeshape":
+            if family in BIT_FOR_BIT:
                 np.testing.assert_array_equal(ours[key], reference[key], err_msg=key)
             else:
                 np.testing.assert_allclose(ours[key], reference[key], rtol=1e-9, atol=1e-12, err_msg=key)

@@ -5,8 +5,8 @@ measurement family runs once per montage. Every family used here works object by
 granularity runs unsubsampled (:mod:`ifcml.features.granularity`) and Zernike moments are
 taken in tile coordinates (:mod:`ifcml.features.zernike`), so a cell's values are the ones it
 gets alone on its tile (tested). Granularity, radial distribution, texture, the Zernike sums
-and size and shape (its moments excepted) are ifcml's kernels of CellProfiler's algorithms, each
-tested against cp-measure on real cells; the moments, Feret diameters, intensity and
+size and shape (its moments excepted) and intensity are ifcml's kernels of CellProfiler's
+algorithms, each tested against cp-measure on real cells; the moments, Feret diameters and
 correlation are cp-measure's. Geometry that several families share is found once per batch
 (:mod:`ifcml.features.objectset`).
 CellProfiler's whole-image steps (subsampled granularity background, image-wide thresholds) are
@@ -23,12 +23,12 @@ from itertools import combinations
 import numpy as np
 from cp_measure.core import (
     measurecolocalization,
-    measureobjectintensity,
     measureobjectsizeshape,
 )
 
 from ifcml.features import naming, zernike
 from ifcml.features.granularity import granularity
+from ifcml.features.intensity import intensity
 from ifcml.features.objectset import ObjectSet
 from ifcml.features.radial import radial_distribution
 from ifcml.features.recipe import Measurements, Recipe
@@ -109,7 +109,7 @@ def _shape(cells: ObjectSet, m, put) -> None:
 def _per_channel(objects: ObjectSet, pixels: np.ndarray, ch: str, m: Measurements, put) -> None:
     obj, label_image = objects.name, objects.labels
     if m.intensity.enabled:
-        for key, values in measureobjectintensity.get_intensity(label_image, pixels).items():
+        for key, values in intensity(label_image, pixels).items():
             if not key.endswith("_Z"):  # 2-D images: no Z
                 put(naming.intensity_name(obj, key, ch), values)
     if m.texture.enabled:

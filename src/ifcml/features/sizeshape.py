@@ -25,6 +25,8 @@ from cp_measure.core.measureobjectsizeshape import (
 )
 from scipy import ndimage
 
+from ifcml.features.object_pixels import objects_in_order
+
 _CROSS = np.array([[0, 1, 0], [1, 1, 1], [0, 1, 0]], np.uint8)
 # scikit-image's perimeter: each border pixel's code (itself 1, edge neighbours 2, corner
 # neighbours 10) weighs the length of boundary it carries
@@ -91,7 +93,7 @@ def size_shape(labels: np.ndarray, tile_shape: tuple[int, int], to_edge: np.ndar
     )
     filled_area = np.bincount(owner[mask | _holes(mask)], minlength=n + 1)[1:] * 1.0
     convex_area = _convex_areas(labels, tile_shape[0], n) * 1.0
-    max_radius, mean_radius, median_radius = _radii(flat, objects, to_edge, n)
+    max_radius, mean_radius, median_radius = _radii(labels, to_edge)
 
     raw, central, normalized, hu = spatial_moments_2d(labels)
     inertia = inertia_2d(central)
@@ -148,12 +150,11 @@ def _holes(mask: np.ndarray) -> np.ndarray:
     return ~np.isin(background, edge)
 
 
-def _radii(flat: np.ndarray, objects: np.ndarray, to_edge: np.ndarray, n: int):
-    """Maximum, mean and median distance to the edge over each object's pixels (``flat``
-    indexes, in row-major order as numpy takes them from the object's bounding box)."""
-    by_object = np.argsort(objects, kind="stable")
-    distances = to_edge.ravel()[flat[by_object]]
-    starts = np.concatenate(([0], np.cumsum(np.bincount(objects, minlength=n + 1)[1:])))
+def _radii(labels: np.ndarray, to_edge: np.ndarray):
+    """Maximum, mean and median distance to the edge over each object's pixels, taken in
+    row-major order as numpy takes them from the object's bounding box."""
+    flat, starts = objects_in_order(labels)
+    distances = to_edge.ravel()[flat]
     parts = [distances[a:b] for a, b in zip(starts[:-1], starts[1:], strict=True)]
     return (
         np.array([p.max() for p in parts]),

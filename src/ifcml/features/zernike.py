@@ -17,6 +17,8 @@ import numba
 import numpy as np
 from centrosome import cpmorphology, zernike
 
+from ifcml.features.object_pixels import objects_in_order
+
 
 @dataclass(frozen=True)
 class UnitDisks:
@@ -42,11 +44,9 @@ def unit_disks(labels: np.ndarray, tile_shape: tuple[int, int]) -> UnitDisks:
     ).astype(np.int32)
     hull = cpmorphology.convex_hull_ijv(edges, objects)
     centers, radii = cpmorphology.minimum_enclosing_circle(None, objects, hull_and_point_count=hull)
-    flat = np.flatnonzero(labels)
+    flat, starts = objects_in_order(labels)
     seg = labels.ravel()[flat] - 1
-    by_object = np.argsort(seg, kind="stable")
-    flat, seg = flat[by_object], seg[by_object]
-    counts = np.bincount(seg, minlength=n)
+    counts = np.diff(starts)
     rows, cols = np.divmod(flat, labels.shape[1])
     with np.errstate(invalid="ignore", divide="ignore"):  # one-pixel objects: radius 0 -> NaN, dropped below
         y = (rows % tile_shape[0] - centers[seg, 0]) / radii[seg]
