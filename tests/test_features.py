@@ -5,6 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from cp_measure.core.measurecolocalization import (
+    get_correlation_manders_fold,
+    get_correlation_pearson,
+    get_correlation_rwc,
+)
 from cp_measure.core.measuregranularity import get_granularity
 from cp_measure.core.measureobjectintensity import get_intensity
 from cp_measure.core.measureobjectintensitydistribution import get_radial_distribution, get_radial_zernikes
@@ -16,6 +21,7 @@ from ifcml.cells import FAILED
 from ifcml.errors import IfcmlError
 from ifcml.executors import Running
 from ifcml.features import zernike
+from ifcml.features.correlation import correlations
 from ifcml.features.granularity import granularity
 from ifcml.features.intensity import intensity
 from ifcml.features.measure import measure_cells
@@ -80,11 +86,30 @@ COMPILED_FAMILIES = {
         lambda labels, pixels, _: intensity(labels, pixels),
         lambda labels, pixels: get_intensity(labels, pixels),
     ),
+    "correlation": (
+        lambda labels, pixels, layout: _correlation_keys(correlations(labels, pixels, _shifted(pixels), 15)),
+        lambda labels, pixels: _correlation_keys(
+            {
+                "pearson": get_correlation_pearson(pixels, _shifted(pixels), labels),
+                "manders_fold": get_correlation_manders_fold(pixels, _shifted(pixels), labels, thr=15),
+                "rwc": get_correlation_rwc(pixels, _shifted(pixels), labels, thr=15),
+            }
+        ),
+    ),
     "sizeshape": (
         lambda labels, _, layout: size_shape(labels, layout.tile_shape, distance_transform_edt(labels > 0)),
         lambda labels, _: get_sizeshape(labels, None),
     ),
 }
+
+
+def _shifted(pixels: np.ndarray) -> np.ndarray:
+    """A second channel for correlation: the image one pixel to the right (within each tile)."""
+    return np.roll(pixels, 1, axis=1)
+
+
+def _correlation_keys(by_method: dict) -> dict:
+    return {key: np.asarray(values) for found in by_method.values() for key, values in found.items()}
 
 
 BIT_FOR_BIT = {"intensity", "sizeshape"}  # the same sums in the same order as cp-measure's

@@ -64,7 +64,7 @@ def _inner_edge(labels: np.ndarray) -> np.ndarray:
 
 
 @numba.njit(cache=True)
-def _pairwise_sum(values: np.ndarray) -> float:
+def pairwise_sum(values: np.ndarray) -> float:
     """numpy's float64 sum, in its order: blocks of up to 128 summed in 8 running partial sums,
     longer runs halved (at a multiple of 8) and the halves added."""
     n = len(values)
@@ -88,14 +88,14 @@ def _pairwise_sum(values: np.ndarray) -> float:
         return total
     half = n // 2
     half -= half % 8
-    return _pairwise_sum(values[:half]) + _pairwise_sum(values[half:])
+    return pairwise_sum(values[:half]) + pairwise_sum(values[half:])
 
 
 @numba.njit(cache=True)
 def _spread(values: np.ndarray, mean: float) -> float:
     """numpy's ``std``: the root of the mean squared deviation, summed pairwise."""
     deviations = values - mean
-    return np.sqrt(_pairwise_sum(deviations * deviations) / len(values))
+    return np.sqrt(pairwise_sum(deviations * deviations) / len(values))
 
 
 @numba.njit(cache=True)
@@ -122,7 +122,7 @@ def _statistics(values, rows, cols, edge, starts) -> np.ndarray:
         v = values[span][finite]
         y, x = rows[span][finite], cols[span][finite]
         n = len(v)
-        integrated = _pairwise_sum(v)
+        integrated = pairwise_sum(v)
         mean = integrated / n
         ordered = np.sort(v)
         median = _interpolated(ordered, 0.5)
@@ -132,8 +132,8 @@ def _statistics(values, rows, cols, edge, starts) -> np.ndarray:
         row[6], row[7], row[9] = _interpolated(ordered, 0.25), median, _interpolated(ordered, 0.75)
         row[8] = _interpolated(np.sort(np.abs(v - median)), 0.5)
         if integrated != 0:
-            centre_y = _pairwise_sum(y * v) / integrated
-            centre_x = _pairwise_sum(x * v) / integrated
+            centre_y = pairwise_sum(y * v) / integrated
+            centre_x = pairwise_sum(x * v) / integrated
         else:
             centre_y = centre_x = row[12] = np.nan  # z, y and x undefined
         dy, dx = centre_y - y.sum() / n, centre_x - x.sum() / n
@@ -144,7 +144,7 @@ def _statistics(values, rows, cols, edge, starts) -> np.ndarray:
         on_edge = edge[span][finite]
         if on_edge.any():
             e = v[on_edge]
-            edge_integrated = _pairwise_sum(e)
+            edge_integrated = pairwise_sum(e)
             row[16], row[17] = edge_integrated, edge_integrated / len(e)
             row[18], row[19], row[20] = _spread(e, edge_integrated / len(e)), e.min(), e.max()
     return table

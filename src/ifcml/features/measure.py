@@ -4,20 +4,18 @@ Cells are laid out on a montage of zero-framed tiles (:mod:`ifcml.features.tilin
 measurement family runs once per montage. Every family used here works object by object,
 granularity runs unsubsampled (:mod:`ifcml.features.granularity`) and Zernike moments are
 taken in tile coordinates (:mod:`ifcml.features.zernike`), so a cell's values are the ones it
-gets alone on its tile (tested). Granularity, radial distribution, texture, the Zernike sums
-size and shape (its moments excepted) and intensity are ifcml's kernels of CellProfiler's
-algorithms, each tested against cp-measure on real cells; the moments, Feret diameters and
-correlation are cp-measure's. Geometry that several families share is found once per batch
-(:mod:`ifcml.features.objectset`).
-CellProfiler's whole-image steps (subsampled granularity background, image-wide thresholds) are
-exactly what is left out: they leak an acquisition's signature into every cell.
+gets alone on its tile (tested). Size and shape, intensity, texture, granularity, radial
+distribution, correlation and the Zernike sums are ifcml's kernels of CellProfiler's algorithms,
+each tested against cp-measure on real cells; the moments, the Feret diameters and Costes'
+thresholds are cp-measure's own functions. Geometry that several families share is found once
+per batch (:mod:`ifcml.features.objectset`). CellProfiler's whole-image steps (subsampled
+granularity background, image-wide thresholds) are exactly what is left out: they leak an
+acquisition's signature into every cell.
 """
 
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable
-from functools import partial
 from itertools import combinations
 
 import numpy as np
@@ -26,7 +24,7 @@ from cp_measure.core import (
     measureobjectsizeshape,
 )
 
-from ifcml.features import naming, zernike
+from ifcml.features import correlation, naming, zernike
 from ifcml.features.granularity import granularity
 from ifcml.features.intensity import intensity
 from ifcml.features.objectset import ObjectSet
@@ -38,13 +36,6 @@ from ifcml.features.tiling import Layout, tile, tile_labels
 from ifcml.features.wanted import Wanted
 
 UINT16_MAX = 65535  # CellProfiler reads 16-bit images as value / 65535
-
-_CORRELATIONS: dict[str, Callable] = {
-    "pearson": measurecolocalization.get_correlation_pearson,
-    "manders_fold": measurecolocalization.get_correlation_manders_fold,
-    "rwc": measurecolocalization.get_correlation_rwc,
-    "costes": partial(measurecolocalization.get_correlation_costes, scale_max=UINT16_MAX),
-}
 
 
 def measure_cells(
@@ -134,8 +125,16 @@ def _per_channel(objects: ObjectSet, pixels: np.ndarray, ch: str, m: Measurement
 
 
 def _correlation(label_image, first_pixels, second_pixels, first: str, second: str, m, put) -> None:
-    for method in m.correlation.methods:
-        function = _CORRELATIONS[method]
-        kwargs = {} if method in ("pearson", "costes") else {"thr": m.correlation.threshold_percent}
-        for key, values in function(first_pixels, second_pixels, label_image, **kwargs).items():
+    methods = m.correlation.methods
+    found = {}
+    if set(methods) & set(correlation.METHODS):
+        found = correlation.correlations(
+            label_image, first_pixels, second_pixels, m.correlation.threshold_percent
+        )
+    if "costes" in methods:
+        found["costes"] = measurecolocalization.get_correlation_costes(
+            first_pixels, second_pixels, label_image, scale_max=UINT16_MAX
+        )
+    for method in methods:
+        for key, values in found[method].items():
             put(naming.correlation_name("Cells", key, first, second), values)
