@@ -14,7 +14,7 @@ import shutil
 from collections.abc import Iterable
 from concurrent.futures import Executor, as_completed
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import lru_cache, partial
 from pathlib import Path
 
 import numpy as np
@@ -148,25 +148,37 @@ def _measure_into(store: CellStore, job: FeatureJob, out: Path, run: Running) ->
     if run.on_cells:
         run.on_cells(store.n_cells - sum(b - a for a, b in todo))
     with executor(run.workers, run.scheduler, jobs=len(todo)) as pool:
-        _run_chunks(job, todo, parts, pool, run.on_cells)
+        _run_chunks(job, todo, parts, pool, run.on_cells, remote=run.scheduler is not None)
     _assemble(parts, [_part_path(parts, a, b) for a, b in chunks], out)
     settings = {"engine": job.engine, "channels": list(job.channels), **job.recipe.model_dump()}
     out.with_suffix(".recipe.yaml").write_text(yaml.safe_dump(settings, sort_keys=False))
     shutil.rmtree(parts)
 
 
-def _run_chunks(job, todo, parts: Path, pool: Executor | None, on_cells) -> None:
+def _run_chunks(job, todo, parts: Path, pool: Executor | None, on_cells, remote: bool) -> None:
+    """Measure chunks and write each as a part. Local workers write their own parts (the
+    conversion to Parquet is a tenth of a chunk's time, and here it would hold up a core);
+    a Dask cluster's workers may not see this machine's folders, so their tables come back."""
     if pool is None:
-        results = ((a, b, measure_chunk(job, a, b)) for a, b in todo)
+        done = ((a, b, _measure_part(job, a, b, parts)) for a, b in todo)
     else:
-        futures = {pool.submit(measure_chunk, job, a, b): (a, b) for a, b in todo}
-        results = ((*futures.pop(f), f.result()) for f in as_completed(list(futures)))
-    for start, stop, table in results:
-        replace_atomically(
-            _part_path(parts, start, stop), lambda tmp, t=table: t.to_parquet(tmp, index=False)
-        )
+        work = measure_chunk if remote else partial(_measure_part, parts=parts)
+        futures = {pool.submit(work, job, a, b): (a, b) for a, b in todo}
+        done = ((*futures.pop(f), f.result()) for f in as_completed(list(futures)))
+    for start, stop, result in done:
+        if remote:
+            _write_part(parts, start, stop, result)
         if on_cells:
             on_cells(stop - start)
+
+
+def _measure_part(job: FeatureJob, start: int, stop: int, parts: Path) -> None:
+    """:func:`measure_chunk`, written as its part where it runs."""
+    _write_part(parts, start, stop, measure_chunk(job, start, stop))
+
+
+def _write_part(parts: Path, start: int, stop: int, table: pd.DataFrame) -> None:
+    replace_atomically(_part_path(parts, start, stop), lambda tmp: table.to_parquet(tmp, index=False))
 
 
 def _open_parts(out: Path, manifest: dict, resume: bool) -> Path:
