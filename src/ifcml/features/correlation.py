@@ -14,8 +14,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from ifcml.features.intensity import pairwise_sum
-from ifcml.features.object_pixels import objects_in_order
+from ifcml.features.object_pixels import objects_in_order, pairwise_sum
 
 METHODS = ("pearson", "manders_fold", "rwc")
 

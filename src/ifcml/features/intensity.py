@@ -15,7 +15,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from ifcml.features.object_pixels import objects_in_order
+from ifcml.features.object_pixels import objects_in_order, pairwise_sum
 
 _NAMES = [  # cp-measure's keys, in its order; (x, y, z) locations and the edge statistics last
     "Intensity_IntegratedIntensity",
@@ -61,34 +61,6 @@ def _inner_edge(labels: np.ndarray) -> np.ndarray:
     edge[:, 1:] |= labels[:, 1:] != labels[:, :-1]
     edge[:, :-1] |= labels[:, :-1] != labels[:, 1:]
     return edge & (labels > 0)
-
-
-@numba.njit(cache=True)
-def pairwise_sum(values: np.ndarray) -> float:
-    """numpy's float64 sum, in its order: blocks of up to 128 summed in 8 running partial sums,
-    longer runs halved (at a multiple of 8) and the halves added."""
-    n = len(values)
-    if n < 8:
-        total = 0.0
-        for v in values:
-            total += v
-        return total
-    if n <= 128:
-        partial = values[:8].copy()
-        i = 8
-        while i < n - n % 8:
-            for j in range(8):
-                partial[j] += values[i + j]
-            i += 8
-        total = ((partial[0] + partial[1]) + (partial[2] + partial[3])) + (
-            (partial[4] + partial[5]) + (partial[6] + partial[7])
-        )
-        for k in range(i, n):
-            total += values[k]
-        return total
-    half = n // 2
-    half -= half % 8
-    return pairwise_sum(values[:half]) + pairwise_sum(values[half:])
 
 
 @numba.njit(cache=True)

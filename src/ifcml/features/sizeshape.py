@@ -67,9 +67,9 @@ def size_shape(labels: np.ndarray, tile_shape: tuple[int, int], to_edge: np.ndar
     n = int(labels.max())
     mask = labels > 0
     owner = _tile_owners(labels, tile_shape)
-    flat = np.flatnonzero(labels)
+    flat, starts = objects_in_order(labels)
     objects = labels.ravel()[flat]
-    area = np.bincount(objects, minlength=n + 1)[1:] * 1.0
+    area = np.diff(starts) * 1.0
     boxes = ndimage.find_objects(labels)
     top, left = np.array([[b[0].start, b[1].start] for b in boxes]).T
     bottom, right = np.array([[b[0].stop, b[1].stop] for b in boxes]).T
@@ -93,7 +93,7 @@ def size_shape(labels: np.ndarray, tile_shape: tuple[int, int], to_edge: np.ndar
     )
     filled_area = np.bincount(owner[mask | _holes(mask)], minlength=n + 1)[1:] * 1.0
     convex_area = _convex_areas(labels, tile_shape[0], n) * 1.0
-    max_radius, mean_radius, median_radius = _radii(labels, to_edge)
+    max_radius, mean_radius, median_radius = _radii(to_edge.ravel()[flat], starts)
 
     raw, central, normalized, hu = spatial_moments_2d(labels)
     inertia = inertia_2d(central)
@@ -150,11 +150,9 @@ def _holes(mask: np.ndarray) -> np.ndarray:
     return ~np.isin(background, edge)
 
 
-def _radii(labels: np.ndarray, to_edge: np.ndarray):
-    """Maximum, mean and median distance to the edge over each object's pixels, taken in
-    row-major order as numpy takes them from the object's bounding box."""
-    flat, starts = objects_in_order(labels)
-    distances = to_edge.ravel()[flat]
+def _radii(distances: np.ndarray, starts: np.ndarray):
+    """Maximum, mean and median distance to the edge over each object's pixels (object after
+    object, row-major within each, as numpy takes them from the object's bounding box)."""
     parts = [distances[a:b] for a, b in zip(starts[:-1], starts[1:], strict=True)]
     return (
         np.array([p.max() for p in parts]),
