@@ -22,6 +22,7 @@ from ifcml.errors import IfcmlError
 from ifcml.executors import Running
 from ifcml.features import zernike
 from ifcml.features.correlation import correlations
+from ifcml.features.distance import distance_to_background
 from ifcml.features.granularity import granularity
 from ifcml.features.intensity import intensity
 from ifcml.features.measure import measure_cells
@@ -97,7 +98,7 @@ COMPILED_FAMILIES = {
         ),
     ),
     "sizeshape": (
-        lambda labels, _, layout: size_shape(labels, layout.tile_shape, distance_transform_edt(labels > 0)),
+        lambda labels, _, layout: size_shape(labels, layout.tile_shape, distance_to_background(labels > 0)),
         lambda labels, _: get_sizeshape(labels, None),
     ),
 }
@@ -190,6 +191,20 @@ def test_measuring_only_wanted_columns_gives_the_full_recipes_values(jurkat_stor
     most = len(full.columns) if pick == "sample" else len(full.columns) / 2
     assert len(narrow.columns) < most  # families were skipped, not measured and filtered
     pd.testing.assert_frame_equal(narrow[[FAILED, *chosen]], full[[FAILED, *chosen]], check_exact=True)
+
+
+def test_distance_to_background_is_scipys_bit_for_bit(jurkat_store):
+    """Size and shape's radii and radial distribution's bins start from this distance: it must be
+    scipy's exact Euclidean transform, on real objects and on masks far from cell-like."""
+    images, sizes = _cells(jurkat_store, np.r_[0:40, 2500:2540])
+    cells, expanded = cell_objects(images, None, sizes, ["BF", "DF"], Recipe())
+    layout = Layout(len(images), *images.shape[2:], padding=2)
+    rng = np.random.default_rng(7)
+    masks = [tile_labels(objects, layout) > 0 for objects in (cells, expanded)]
+    masks += [rng.random((57, 83)) < density for density in (0.3, 0.9, 0.995)]
+    masks += [np.repeat((np.arange(9) != 4)[:, None], 6, axis=1)]  # background in one row only
+    for mask in masks:
+        np.testing.assert_array_equal(distance_to_background(mask), distance_transform_edt(mask))
 
 
 @pytest.mark.parametrize("channel", [0, 1])

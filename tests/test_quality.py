@@ -47,6 +47,17 @@ def test_aspect_ratio_is_cellprofilers_minor_over_major_axis(jurkat_store):
     np.testing.assert_allclose(ours, ratio, rtol=1e-9)
 
 
+def test_gradient_rms_is_scipys_sobel_over_the_outline(jurkat_store):
+    images, sizes, cells = _real_cells(jurkat_store)
+    ours = quality_columns(images, sizes, CHANNELS, cells)
+    for k, channel in enumerate(CHANNELS):
+        for i, ((height, width), outline) in enumerate(zip(sizes, cells, strict=True)):
+            pixels = images[i, k, :height, :width] / 65535
+            sobel = [ndimage.sobel(pixels, axis, mode="nearest") / 8 for axis in (0, 1)]
+            want = np.sqrt(np.mean((sobel[0] ** 2 + sobel[1] ** 2)[outline[:height, :width]]))
+            np.testing.assert_allclose(ours[gradient_rms_name(channel)][i], want, rtol=1e-12)
+
+
 def test_a_blurred_cell_has_a_lower_gradient_rms(jurkat_store):
     images, sizes, cells = _real_cells(jurkat_store)
     blurred = ndimage.gaussian_filter(images.astype(np.float64), sigma=(0, 0, 1.5, 1.5)).astype(images.dtype)

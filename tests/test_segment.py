@@ -5,7 +5,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ifcml.features.segment import expand, expand_all, segment_bright_field, segment_bright_fields
+from skimage.filters import threshold_otsu
+
+from ifcml.features.segment import (
+    expand,
+    expand_all,
+    otsu_thresholds,
+    segment_bright_field,
+    segment_bright_fields,
+)
 from ifcml.io.detect import open_source
 from ifcml.io.store import write_store
 from ifcml.simulate import SimulatedSource, SimulationSettings
@@ -75,3 +83,16 @@ def test_a_stack_segments_each_image_as_if_alone(jurkat_bright_field):
     for image, mask, wide in zip(stack, masks, grown, strict=True):
         np.testing.assert_array_equal(mask, segment_bright_field(image))
         np.testing.assert_array_equal(wide, expand(mask, 2))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_stacked_otsu_is_scikit_image_bit_for_bit(jurkat_bright_field, dtype):
+    """One histogram for a whole stack must give each image scikit-image's own threshold, to the
+    bit: a threshold one bin off moves the rim of every cell near it."""
+    _, images = jurkat_bright_field
+    stack = images[np.r_[0:300, 1000:1300, 2500:2800]].astype(dtype)
+    stack[0, :3] = 0  # a wide range with one crowded bin
+    want = np.array([threshold_otsu(image) for image in stack])
+    got = otsu_thresholds(stack)
+    assert got.dtype == want.dtype
+    np.testing.assert_array_equal(got, want)

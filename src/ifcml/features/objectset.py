@@ -10,9 +10,9 @@ from __future__ import annotations
 from functools import cached_property
 
 import numpy as np
-from scipy import ndimage
 
 from ifcml.features import zernike
+from ifcml.features.distance import distance_to_background
 
 
 class ObjectSet:
@@ -24,7 +24,7 @@ class ObjectSet:
     @cached_property
     def to_edge(self) -> np.ndarray:
         """Each pixel's Euclidean distance to the nearest background pixel."""
-        return ndimage.distance_transform_edt(self.labels > 0)
+        return distance_to_background(self.labels > 0)
 
     @cached_property
     def disks(self) -> zernike.UnitDisks:

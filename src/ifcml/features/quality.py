@@ -14,7 +14,10 @@ image, with edges replicated, so a cell's values never depend on the other cells
 
 from __future__ import annotations
 
+import numba
 import numpy as np
+
+from ifcml.features.object_pixels import pairwise_sum
 
 UINT16_MAX = 65535
 ASPECT_RATIO = "Cells_Quality_AspectRatio"
@@ -32,47 +35,82 @@ def quality_columns(
     n = len(images)
     columns = {gradient_rms_name(ch): np.full(n, np.nan) for ch in channels}
     columns[ASPECT_RATIO] = np.full(n, np.nan)
-    for height, width in np.unique(sizes, axis=0):  # cells of one size: gradients as one stack
+    for height, width in np.unique(sizes, axis=0):  # cells of one size: one compiled call
         same = np.flatnonzero((sizes[:, 0] == height) & (sizes[:, 1] == width))
-        outlines = cells[same, :height, :width]
-        found = outlines.any(axis=(1, 2))
+        outlines = np.ascontiguousarray(cells[same, :height, :width])
         for k, ch in enumerate(channels):
-            squares = _squared_gradients(images[same, k, :height, :width])
-            columns[gradient_rms_name(ch)][same[found]] = [
-                np.sqrt(np.mean(g[outline]))
-                for g, outline in zip(squares[found], outlines[found], strict=True)
-            ]
-        columns[ASPECT_RATIO][same[found]] = [_aspect_ratio(outline) for outline in outlines[found]]
+            columns[gradient_rms_name(ch)][same] = _gradient_rms(
+                np.ascontiguousarray(images[same, k, :height, :width]), outlines
+            )
+        columns[ASPECT_RATIO][same] = _aspect_ratios(outlines)
     return columns
 
 
-def _squared_gradients(images: np.ndarray) -> np.ndarray:
-    """Each image's squared Sobel gradient (x and y summed), edges replicated, on its own:
-    scipy's 2-D ``sobel`` of each image, with the operations in scipy's order (a difference of
-    neighbours along one axis; twice the centre plus the two neighbours along the other)."""
-    pixels = np.pad(images.astype(np.float64) / UINT16_MAX, ((0, 0), (1, 1), (1, 1)), mode="edge")
+@numba.njit(cache=True)
+def _gradient_rms(images: np.ndarray, outlines: np.ndarray) -> np.ndarray:
+    """Each image's root mean square Sobel gradient over its outline, edges replicated.
 
-    def sobel(derivative_axis: int) -> np.ndarray:
-        d = [slice(None)] * 3
-        d[derivative_axis] = slice(2, None)
-        ahead = pixels[tuple(d)]
-        d[derivative_axis] = slice(None, -2)
-        slope = ahead - pixels[tuple(d)]  # (h or w) - 2 along the derivative axis, full along the other
-        other = 3 - derivative_axis
-        s = [slice(None)] * 3
-        s[other] = slice(1, -1)
-        centre = slope[tuple(s)]
-        s[other] = slice(2, None)
-        after = slope[tuple(s)]
-        s[other] = slice(None, -2)
-        return (2 * centre + (after + slope[tuple(s)])) / 8  # the Sobel kernel sums to 8x a slope
+    Per pixel, the operations are scipy's 2-D ``sobel`` in its order (a difference of the
+    neighbours along one axis; twice the centre plus the two neighbours along the other; the
+    kernel sums to 8x a slope) and the mean is numpy's pairwise sum: the values of filtering
+    the whole image and averaging over the outline, with only the outline's pixels computed.
+    """
+    n, rows, cols = images.shape
+    rms = np.full(n, np.nan)
+    squares = np.empty(rows * cols)
+    for i in range(n):
+        image, outline = images[i], outlines[i]
+        count = 0
+        for r in range(rows):
+            up, down = max(r - 1, 0), min(r + 1, rows - 1)
+            for c in range(cols):
+                if not outline[r, c]:
+                    continue
+                left, right = max(c - 1, 0), min(c + 1, cols - 1)
+                across_up = _step(image, up, left, up, right)
+                across = _step(image, r, left, r, right)
+                across_down = _step(image, down, left, down, right)
+                along_left = _step(image, up, left, down, left)
+                along = _step(image, up, c, down, c)
+                along_right = _step(image, up, right, down, right)
+                gx = (2 * across + (across_down + across_up)) / 8
+                gy = (2 * along + (along_right + along_left)) / 8
+                squares[count] = gx**2 + gy**2
+                count += 1
+        if count:
+            rms[i] = np.sqrt(pairwise_sum(squares[:count]) / count)
+    return rms
 
-    return sobel(2) ** 2 + sobel(1) ** 2
+
+@numba.njit(cache=True, inline="always")
+def _step(image: np.ndarray, y0: int, x0: int, y1: int, x1: int) -> float:
+    """The difference of two pixels in CellProfiler's 0-1 scale."""
+    return image[y1, x1] / UINT16_MAX - image[y0, x0] / UINT16_MAX
 
 
-def _aspect_ratio(outline: np.ndarray) -> float:
-    rows, cols = np.nonzero(outline)
-    if len(rows) < 2:
-        return np.nan
-    eigenvalues = np.linalg.eigvalsh(np.cov(np.stack([rows, cols]).astype(np.float64), bias=True))
-    return float(np.sqrt(max(eigenvalues[0], 0.0) / eigenvalues[1])) if eigenvalues[1] > 0 else np.nan
+@numba.njit(cache=True)
+def _aspect_ratios(outlines: np.ndarray) -> np.ndarray:
+    """Minor over major axis of each outline's second moments (the eigenvalues of the 2x2
+    covariance of its pixel coordinates, in closed form as scikit-image takes them for
+    CellProfiler's axis lengths); NaN for fewer than two pixels or a zero major axis."""
+    n, rows, cols = outlines.shape
+    ratios = np.full(n, np.nan)
+    ys = np.empty(rows * cols)
+    xs = np.empty(rows * cols)
+    for i in range(n):
+        count = 0
+        for r in range(rows):
+            for c in range(cols):
+                if outlines[i, r, c]:
+                    ys[count], xs[count] = r, c
+                    count += 1
+        if count < 2:
+            continue
+        y, x = ys[:count], xs[:count]
+        dy, dx = y - pairwise_sum(y) / count, x - pairwise_sum(x) / count
+        vyy, vxx, vxy = pairwise_sum(dy * dy) / count, pairwise_sum(dx * dx) / count, pairwise_sum(dy * dx) / count
+        half_spread = np.sqrt(((vyy - vxx) / 2) ** 2 + vxy**2)
+        major, minor = (vyy + vxx) / 2 + half_spread, (vyy + vxx) / 2 - half_spread
+        if major > 0:
+            ratios[i] = np.sqrt(max(minor, 0.0) / major)
+    return ratios

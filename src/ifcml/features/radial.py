@@ -18,7 +18,8 @@ import heapq
 
 import numba
 import numpy as np
-from scipy import ndimage
+
+from ifcml.features.distance import distance_to_background
 
 _EPS = np.finfo(float).eps
 _TINY = np.finfo(float).tiny
@@ -34,7 +35,7 @@ def radial_distribution(
     """
     n = int(labels.max())
     if to_edge is None:
-        to_edge = ndimage.distance_transform_edt(labels > 0)
+        to_edge = distance_to_background(labels > 0)
     centre_rows, centre_cols = _centres(to_edge, labels, n)
     from_centre = _distance_from_centres(labels > 0, centre_rows, centre_cols)
     reached = from_centre >= 0  # a part of an object not connected to its centre is left out
