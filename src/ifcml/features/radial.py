@@ -9,7 +9,7 @@ share of pixels (MeanFrac), and the coefficient of variation of the mean intensi
 around the centre (RadialCV). The difference is speed: centrosome's propagation runs once per
 colour over the whole montage through a generic priority queue; here one compiled Dijkstra
 from all centres does the same (objects never touch on a montage of framed tiles), and the
-per-object sums are bincounts. Values equal cp-measure's cell by cell (tested on real cells).
+per-object sums are one compiled pass in bincount's order. Values equal cp-measure's cell by cell (tested on real cells).
 """
 
 from __future__ import annotations
@@ -38,43 +38,34 @@ def radial_distribution(
         to_edge = distance_to_background(labels > 0)
     centre_rows, centre_cols = _centres(to_edge, labels, n)
     from_centre = _distance_from_centres(labels > 0, centre_rows, centre_cols)
-    reached = from_centre >= 0  # a part of an object not connected to its centre is left out
-    rows, cols = np.nonzero(reached)
-    objects = labels[rows, cols] - 1
-    values = pixels[rows, cols].astype(np.float64)
-    d_centre, d_edge = from_centre[rows, cols], to_edge[rows, cols]
-    bin_of = np.minimum((d_centre / (d_centre + d_edge + 0.001) * bins).astype(int), bins)
-    cells = objects * (bins + 1) + bin_of
-    intensity = np.bincount(cells, values, minlength=n * (bins + 1)).reshape(n, bins + 1)
-    count = np.bincount(cells, minlength=n * (bins + 1)).reshape(n, bins + 1).astype(np.float64)
+    intensity, count, wedge_sum, wedge_count = _sums(
+        labels, pixels, from_centre, to_edge, centre_rows, centre_cols, n, bins
+    )
     with np.errstate(invalid="ignore", divide="ignore"):
         frac_at_d = intensity / intensity.sum(axis=1, keepdims=True)
         mean_frac = frac_at_d / (count / count.sum(axis=1, keepdims=True) + _EPS)
-    di = rows - centre_rows[objects]
-    dj = cols - centre_cols[objects]
-    wedge = (di > 0) + 2 * (dj > 0) + 4 * (np.abs(di) > np.abs(dj))
     features = {}
     for b in range(bins):
-        in_bin = bin_of == b
-        slot = objects[in_bin] * 8 + wedge[in_bin]
-        wedge_sum = np.bincount(slot, values[in_bin], minlength=n * 8).reshape(n, 8)
-        wedge_count = np.bincount(slot, minlength=n * 8).reshape(n, 8)
         name = f"{b + 1}of{bins}"
         features[f"RadialDistribution_FracAtD_{name}"] = frac_at_d[:, b]
         features[f"RadialDistribution_MeanFrac_{name}"] = mean_frac[:, b]
-        features[f"RadialDistribution_RadialCV_{name}"] = _wedge_cv(wedge_sum, wedge_count)
+        features[f"RadialDistribution_RadialCV_{name}"] = _wedge_cv(wedge_sum[:, b], wedge_count[:, b])
     return features
 
 
+@numba.njit(cache=True)
 def _centres(to_edge: np.ndarray, labels: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
     """Each object's pixel farthest from its edge; the first in C order among ties."""
-    flat_labels, flat = labels.ravel(), to_edge.ravel()
-    maxima = np.full(n + 1, -np.inf)
-    np.maximum.at(maxima, flat_labels, flat)
-    at_maximum = np.flatnonzero((flat_labels > 0) & (flat == maxima[flat_labels]))
-    first = np.full(n + 1, labels.size)
-    np.minimum.at(first, flat_labels[at_maximum], at_maximum)
-    return np.unravel_index(first[1:], labels.shape)
+    farthest = np.full(n, -np.inf)
+    centre_rows = np.zeros(n, np.int64)
+    centre_cols = np.zeros(n, np.int64)
+    rows, cols = labels.shape
+    for r in range(rows):
+        for c in range(cols):
+            o = labels[r, c] - 1
+            if o >= 0 and to_edge[r, c] > farthest[o]:
+                farthest[o], centre_rows[o], centre_cols[o] = to_edge[r, c], r, c
+    return centre_rows, centre_cols
 
 
 def _wedge_cv(wedge_sum: np.ndarray, wedge_count: np.ndarray) -> np.ndarray:
@@ -88,6 +79,34 @@ def _wedge_cv(wedge_sum: np.ndarray, wedge_count: np.ndarray) -> np.ndarray:
         spread = np.sqrt(np.where(held, (means - mean[:, None]) ** 2, 0.0).sum(axis=1) / k)
         cv = np.where(spread * _TINY >= np.abs(mean), spread, spread / mean)
     return np.where(k == 0, 0.0, cv)
+
+
+@numba.njit(cache=True)
+def _sums(labels, pixels, from_centre, to_edge, centre_rows, centre_cols, n, bins):
+    """Per object and bin: the intensity and pixel count, and per wedge of each bin the same,
+    over the pixels reached from the centre, added in row-major order (bincount's order on the
+    montage, so the sums are cp-measure's)."""
+    intensity = np.zeros((n, bins + 1))
+    count = np.zeros((n, bins + 1))
+    wedge_sum = np.zeros((n, bins, 8))
+    wedge_count = np.zeros((n, bins, 8))
+    rows, cols = labels.shape
+    for r in range(rows):
+        for c in range(cols):
+            d_centre = from_centre[r, c]
+            if d_centre < 0:
+                continue
+            o = labels[r, c] - 1
+            value = float(pixels[r, c])
+            b = min(int(d_centre / (d_centre + to_edge[r, c] + 0.001) * bins), bins)
+            intensity[o, b] += value
+            count[o, b] += 1
+            if b < bins:
+                di, dj = r - centre_rows[o], c - centre_cols[o]
+                wedge = (di > 0) + 2 * (dj > 0) + 4 * (abs(di) > abs(dj))
+                wedge_sum[o, b, wedge] += value
+                wedge_count[o, b, wedge] += 1
+    return intensity, count, wedge_sum, wedge_count
 
 
 @numba.njit(cache=True)
