@@ -11,11 +11,25 @@ def objects_in_order(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Every object's pixels (flat indexes), object after object and row-major within each (the
     order CellProfiler's per-object statistics take them from the object's box), and where
     each object starts: object k (label k + 1) holds ``flat[starts[k]:starts[k + 1]]``."""
-    flat = np.flatnonzero(labels)
-    objects = labels.ravel()[flat]
-    flat = flat[np.argsort(objects, kind="stable")]
-    counts = np.bincount(objects, minlength=int(labels.max()) + 1)[1:]
-    return flat, np.concatenate(([0], np.cumsum(counts)))
+    return _counting_sort(np.ascontiguousarray(labels).ravel())
+
+
+@numba.njit(cache=True)
+def _counting_sort(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The object pixels' flat indexes grouped by label, stable: one pass to count, one to place."""
+    n = labels.max() if len(labels) else 0
+    starts = np.zeros(n + 1, np.int64)
+    for label in labels:
+        if label > 0:
+            starts[label] += 1
+    starts = np.cumsum(starts)
+    slot = starts[:-1].copy()
+    flat = np.empty(starts[-1], np.int64)
+    for i, label in enumerate(labels):
+        if label > 0:
+            flat[slot[label - 1]] = i
+            slot[label - 1] += 1
+    return flat, starts
 
 
 @numba.njit(cache=True)

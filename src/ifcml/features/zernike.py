@@ -38,11 +38,7 @@ def unit_disks(labels: np.ndarray, tile_shape: tuple[int, int]) -> UnitDisks:
     computed once per label image, shared by the shape and every channel's moments."""
     n = int(labels.max())
     objects = np.arange(1, n + 1)
-    edge_rows, edge_cols = np.nonzero(cpmorphology.outline(labels))
-    edges = np.column_stack(
-        (edge_rows % tile_shape[0], edge_cols % tile_shape[1], labels[edge_rows, edge_cols])
-    ).astype(np.int32)
-    hull = cpmorphology.convex_hull_ijv(edges, objects)
+    hull = cpmorphology.convex_hull_ijv(_outline_in_tiles(labels, *tile_shape), objects)
     centers, radii = cpmorphology.minimum_enclosing_circle(None, objects, hull_and_point_count=hull)
     flat, starts = objects_in_order(labels)
     seg = labels.ravel()[flat] - 1
@@ -59,6 +55,30 @@ def unit_disks(labels: np.ndarray, tile_shape: tuple[int, int]) -> UnitDisks:
         np.asarray(radii, np.float64),
         counts.astype(np.float64),
     )
+
+
+@numba.njit(cache=True)
+def _outline_in_tiles(labels: np.ndarray, tile_rows: int, tile_cols: int) -> np.ndarray:
+    """(row in its tile, column in its tile, label) of every outline pixel, row-major: centrosome's
+    ``outline`` (an object pixel with an 8-neighbour of another value, or on the image's
+    border), as int32 rows for its convex hull."""
+    rows, cols = labels.shape
+    found = np.empty((labels.size, 3), np.int32)
+    count = 0
+    for r in range(rows):
+        for c in range(cols):
+            label = labels[r, c]
+            if label == 0:
+                continue
+            edge = r == 0 or c == 0 or r == rows - 1 or c == cols - 1
+            for dr in range(-1, 2):
+                for dc in range(-1, 2):
+                    if not edge and labels[r + dr, c + dc] != label:
+                        edge = True
+            if edge:
+                found[count, 0], found[count, 1], found[count, 2] = r % tile_rows, c % tile_cols, label
+                count += 1
+    return found[:count].copy()
 
 
 def shape_features(disks: UnitDisks, degree: int) -> dict[str, np.ndarray]:
