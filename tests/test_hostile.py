@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 import pyarrow as pa
+import pyarrow.feather as feather
 import pyarrow.parquet as pq
 import pytest
 import skops.io
@@ -219,7 +220,8 @@ def interrupted_features(w: World) -> Path:
     parts = w.tmp / ".f.parquet.parts"
     parts.mkdir()
     (parts / "manifest.json").write_text("{}")
-    pd.DataFrame({"Metadata_cell_id": [0]}).to_parquet(parts / "part-0000000000-0000000064.parquet")
+    finished = pa.Table.from_pandas(pd.DataFrame({"Metadata_cell_id": [0]}))
+    feather.write_feather(finished, parts / "part-0000000000-0000000064.arrow")
     return w.tmp / "f.parquet"
 
 

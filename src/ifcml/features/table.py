@@ -1,6 +1,7 @@
 """The feature table: one row per cell, ``Metadata_*`` first, computed chunk by chunk.
 
-Every finished chunk is written at once as its own Parquet part in a hidden working folder
+Every finished chunk is written at once as its own part (an Arrow IPC file: written and read
+back at a small fraction of a Parquet file's per-column cost) in a hidden working folder
 beside the output, together with a manifest of what is being computed (store hash, recipe,
 channels, engine). A killed run is resumed with ``resume=True``: finished parts are kept and
 only missing chunks are computed. The parts become the table only when all are there; an
@@ -20,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.feather as feather
 import pyarrow.parquet as pq
 import yaml
 
@@ -35,6 +37,8 @@ from ifcml.io.store import CellStore
 from ifcml.outputs import is_ifcml_table, replace_atomically, writing
 
 ENGINES = ("cp-measure", "cellprofiler")
+PART_SUFFIX = ".arrow"
+ROW_GROUP_BYTES = 64 * 2**20  # of the table, in memory while it is written
 
 
 @dataclass(frozen=True)
@@ -178,17 +182,20 @@ def _measure_part(job: FeatureJob, start: int, stop: int, parts: Path) -> None:
 
 
 def _write_part(parts: Path, start: int, stop: int, table: pd.DataFrame) -> None:
-    replace_atomically(_part_path(parts, start, stop), lambda tmp: table.to_parquet(tmp, index=False))
+    arrow = pa.Table.from_pandas(table, preserve_index=False)
+    replace_atomically(
+        _part_path(parts, start, stop), lambda tmp: feather.write_feather(arrow, tmp, compression="lz4")
+    )
 
 
 def _open_parts(out: Path, manifest: dict, resume: bool) -> Path:
     """The working folder of finished chunks, checked against what this run computes."""
     parts = out.parent / f".{out.name}.parts"
     manifest_path = parts / "manifest.json"
-    if parts.exists() and not any(parts.glob("part-*.parquet")):
+    if parts.exists() and not any(parts.glob(f"part-*{PART_SUFFIX}")):
         shutil.rmtree(parts)  # a run that failed before finishing a chunk: nothing to keep
     if parts.exists():
-        finished = len(list(parts.glob("part-*.parquet")))
+        finished = len(list(parts.glob(f"part-*{PART_SUFFIX}")))
         if not resume:
             raise StoreError(
                 f"{parts}: an interrupted run left {finished} finished chunk(s) here; "
@@ -211,30 +218,39 @@ def _open_parts(out: Path, manifest: dict, resume: bool) -> Path:
 
 
 def _part_path(parts: Path, start: int, stop: int) -> Path:
-    return parts / f"part-{start:010d}-{stop:010d}.parquet"
+    return parts / f"part-{start:010d}-{stop:010d}{PART_SUFFIX}"
 
 
 def _assemble(parts: Path, files: list[Path], out: Path) -> None:
-    """Concatenate the parts into ``out`` one part at a time; columns are the union, in order."""
+    """Concatenate the parts into ``out``, columns the union in order, in row groups of about
+    ``ROW_GROUP_BYTES``: large groups compress and read back far better than one per chunk,
+    and memory stays bounded whatever the number of cells."""
     names: dict[str, pa.DataType] = {}
     for path in files:
-        for field in pq.read_schema(path):
-            if field.name not in names or pa.types.is_null(names[field.name]):
-                names[field.name] = field.type
+        with pa.memory_map(str(path)) as source:
+            for field in pa.ipc.open_file(source).schema:
+                if field.name not in names or pa.types.is_null(names[field.name]):
+                    names[field.name] = field.type
     schema = pa.schema(
         [(n, t if not pa.types.is_null(t) else pa.float64()) for n, t in names.items()],
         metadata={"ifcml": (parts / "manifest.json").read_text()},  # store hash, recipe, channels
     )
 
+    def conform(part: pa.Table) -> pa.Table:
+        present = set(part.column_names)
+        for name in (n for n in schema.names if n not in present):  # a chunk without objects measures nothing
+            part = part.append_column(name, pa.nulls(len(part), schema.field(name).type))
+        return part.select(schema.names).cast(schema)
+
     def concatenate(tmp: Path) -> None:
         with pq.ParquetWriter(tmp, schema) as writer:
-            for path in files:
-                part = pq.read_table(path)
-                present = set(part.column_names)
-                missing = [n for n in schema.names if n not in present]
-                for name in missing:  # a chunk where no cell had an object measures nothing
-                    part = part.append_column(name, pa.nulls(len(part), schema.field(name).type))
-                writer.write_table(part.select(schema.names).cast(schema))
+            group: list[pa.Table] = []
+            for i, path in enumerate(files):
+                group.append(conform(feather.read_table(path)))
+                if sum(t.nbytes for t in group) >= ROW_GROUP_BYTES or i == len(files) - 1:
+                    rows = sum(len(t) for t in group)
+                    writer.write_table(pa.concat_tables(group), row_group_size=max(rows, 1))
+                    group = []
 
     replace_atomically(out, concatenate)
 
