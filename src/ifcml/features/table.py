@@ -237,6 +237,8 @@ def _assemble(parts: Path, files: list[Path], out: Path) -> None:
     )
 
     def conform(part: pa.Table) -> pa.Table:
+        if part.schema.equals(schema):  # as nearly every part is
+            return part
         present = set(part.column_names)
         for name in (n for n in schema.names if n not in present):  # a chunk without objects measures nothing
             part = part.append_column(name, pa.nulls(len(part), schema.field(name).type))
@@ -245,12 +247,14 @@ def _assemble(parts: Path, files: list[Path], out: Path) -> None:
     def concatenate(tmp: Path) -> None:
         with pq.ParquetWriter(tmp, schema) as writer:
             group: list[pa.Table] = []
+            held = 0
             for i, path in enumerate(files):
                 group.append(conform(feather.read_table(path)))
-                if sum(t.nbytes for t in group) >= ROW_GROUP_BYTES or i == len(files) - 1:
+                held += group[-1].get_total_buffer_size()
+                if held >= ROW_GROUP_BYTES or i == len(files) - 1:
                     rows = sum(len(t) for t in group)
                     writer.write_table(pa.concat_tables(group), row_group_size=max(rows, 1))
-                    group = []
+                    group, held = [], 0
 
     replace_atomically(out, concatenate)
 
