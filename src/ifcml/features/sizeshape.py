@@ -25,7 +25,7 @@ from cp_measure.core.measureobjectsizeshape import (
 )
 from scipy import ndimage
 
-from ifcml.features.object_pixels import objects_in_order
+from ifcml.features.object_pixels import objects_in_order, pairwise_sum
 
 _CROSS = np.array([[0, 1, 0], [1, 1, 1], [0, 1, 0]], np.uint8)
 # scikit-image's perimeter: each border pixel's code (itself 1, edge neighbours 2, corner
@@ -150,15 +150,21 @@ def _holes(mask: np.ndarray) -> np.ndarray:
     return ~np.isin(background, edge)
 
 
+@numba.njit(cache=True)
 def _radii(distances: np.ndarray, starts: np.ndarray):
     """Maximum, mean and median distance to the edge over each object's pixels (object after
-    object, row-major within each, as numpy takes them from the object's bounding box)."""
-    parts = [distances[a:b] for a, b in zip(starts[:-1], starts[1:], strict=True)]
-    return (
-        np.array([p.max() for p in parts]),
-        np.array([p.mean() for p in parts]),
-        np.array([np.median(p) for p in parts]),
-    )
+    object, row-major within each, as numpy takes them from the object's bounding box): numpy's
+    max, its pairwise mean, and its median (the middle value, or the mean of the middle two)."""
+    n = len(starts) - 1
+    largest, mean, median = np.empty(n), np.empty(n), np.empty(n)
+    for o in range(n):
+        part = distances[starts[o] : starts[o + 1]]
+        ordered = np.sort(part)
+        half = len(part) // 2
+        largest[o] = ordered[-1]
+        mean[o] = pairwise_sum(part) / len(part)
+        median[o] = ordered[half] if len(part) % 2 else (ordered[half - 1] + ordered[half]) / 2
+    return largest, mean, median
 
 
 @numba.njit(cache=True)
