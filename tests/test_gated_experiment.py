@@ -84,10 +84,15 @@ def test_a_gated_experiment_trains_and_reads_out_the_kept_cells_only(tmp_path, s
     # measured apart (as for a network, or a model whose recipe outlines cells otherwise) alike
     gatings = resolve(spec.data.gates, features)
     columns = gate_columns(gatings)
-    assert measures_gate_columns(Recipe(), "cp-measure", columns)
+    assert measures_gate_columns(Recipe(), "cp-measure", columns, has_masks=False)
     other = Recipe.model_validate({"segmentation": {"channel": "DF"}})
-    assert not measures_gate_columns(other, "cp-measure", columns)
-    assert not measures_gate_columns(Recipe(), "cellprofiler", columns)
+    assert not measures_gate_columns(other, "cp-measure", columns, has_masks=False)
+    assert not measures_gate_columns(Recipe(), "cellprofiler", columns, has_masks=False)
+    # a model that outlines from bright field measures what "auto" gates measure on a store
+    # without the instrument's masks, not on one with them
+    bright_field = Recipe.model_validate({"segmentation": {"source": "bright-field"}})
+    assert measures_gate_columns(bright_field, "cp-measure", columns, has_masks=False)
+    assert not measures_gate_columns(bright_field, "cp-measure", columns, has_masks=True)
     apart = gate_store(CellStore(store), gatings)
     np.testing.assert_array_equal(apart.to_numpy(), cells[list(apart.columns)].to_numpy())
 

@@ -154,12 +154,12 @@ def _predict_into(
     classifier = open_exported(model_dir)
     predictor = classifier.predictor
     columns = gate_columns(card.gatings)
-    measured_once = isinstance(predictor, FeaturePredictor) and measures_gate_columns(
-        predictor.recipe, predictor.engine, columns
-    )  # the gates read what the model measures anyway: measure each cell once
-    kept = columns if measured_once else []
     parts = []
     for store in stores:
+        measured_once = isinstance(predictor, FeaturePredictor) and measures_gate_columns(
+            predictor.recipe, predictor.engine, columns, has_masks=store.masks is not None
+        )  # the gates read what the model measures anyway: measure each cell once
+        kept = columns if measured_once else []
         predicted = classifier.predict_store(store, workers, on_cells, keep=kept)
         if card.gatings:
             gates = gate_store(store, card.gatings, workers, predicted[kept] if measured_once else None)

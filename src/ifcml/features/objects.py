@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from ifcml.errors import InputError
-from ifcml.features.recipe import Recipe
+from ifcml.features.recipe import Recipe, outline_source
 from ifcml.features.segment import SegmentationSettings, expand_all, segment_bright_fields
 
 
@@ -40,7 +40,7 @@ def cell_objects(
     """
     seg = recipe.segmentation
     check_objects(recipe, channels, has_masks=instrument_masks is not None)
-    use_instrument = seg.source == "instrument" or (seg.source == "auto" and instrument_masks is not None)
+    use_instrument = outline_source(recipe, instrument_masks is not None) == "instrument"
     k = channels.index(seg.channel)
     settings = SegmentationSettings(seg.smoothing, seg.closing_radius, seg.min_area)
     cells = np.zeros(images.shape[:1] + images.shape[2:], bool)

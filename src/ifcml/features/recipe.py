@@ -138,3 +138,10 @@ class Recipe(_Strict):
 def load_recipe(path: Path | str | None = None) -> Recipe:
     """Read and validate a recipe file; ``None`` gives the defaults (``features/default.yaml``)."""
     return Recipe() if path is None else load_spec(Path(path), Recipe, "feature recipe")
+
+
+def outline_source(recipe: Recipe, has_masks: bool) -> str:
+    """Where the outlines come from for a store with (or without) the instrument's masks:
+    "instrument" or "bright-field" ("auto" takes the masks when there are any)."""
+    source = recipe.segmentation.source
+    return "instrument" if source == "instrument" or (source == "auto" and has_masks) else "bright-field"

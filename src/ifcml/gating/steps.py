@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from ifcml.executors import Running
-from ifcml.features.recipe import Recipe
+from ifcml.features.recipe import Recipe, outline_source
 from ifcml.gating.apply import membership, parent_of
 from ifcml.gating.qc import QC_COLUMNS, derive_qc_strategy
 from ifcml.gating.strategy import Population, Strategy, StrategyError, load_strategy
@@ -154,13 +154,16 @@ def gate_store(
     return chain_membership(measured, gatings, str(store.path)).reset_index(drop=True)
 
 
-def measures_gate_columns(recipe: Recipe, engine: str, columns: list[str]) -> bool:
-    """Whether a table measured with ``recipe`` by ``engine`` holds ``columns`` with the values
-    :func:`gate_store` would measure: the same engine, outlines, objects and tiles, and every
-    family the columns come from enabled with the same settings."""
+def measures_gate_columns(recipe: Recipe, engine: str, columns: list[str], has_masks: bool) -> bool:
+    """Whether a table measured with ``recipe`` by ``engine`` on a store (with or without the
+    instrument's masks) holds ``columns`` with the values :func:`gate_store` would measure
+    there: the same engine, outlines, objects and tiles, and every family the columns come from
+    enabled with the same settings."""
     gates = recipe_for(set(columns))
-    apart = {"measurements", "pruning", "chunk_cells"}
+    apart = {"measurements", "pruning", "chunk_cells", "segmentation"}
     if engine != "cp-measure" or recipe.model_dump(exclude=apart) != gates.model_dump(exclude=apart):
+        return False
+    if _outlines(recipe, has_masks) != _outlines(gates, has_masks):
         return False
     toggles = {"enabled", "zernike_degree", "feret"}  # which columns appear, not their values
     for family in _families(columns):
@@ -168,6 +171,12 @@ def measures_gate_columns(recipe: Recipe, engine: str, columns: list[str]) -> bo
         if not ours.enabled or ours.model_dump(exclude=toggles) != theirs.model_dump(exclude=toggles):
             return False
     return True
+
+
+def _outlines(recipe: Recipe, has_masks: bool) -> dict:
+    """The segmentation settings with the source the cells' outlines will come from ("auto"
+    resolved for this store)."""
+    return {**recipe.segmentation.model_dump(), "source": outline_source(recipe, has_masks)}
 
 
 def measure_for(columns: set[str], store, out: Path, run: Running = Running()) -> Path:
