@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from skimage.filters import threshold_otsu
 
 from ifcml.features.segment import (
@@ -96,3 +95,23 @@ def test_stacked_otsu_is_scikit_image_bit_for_bit(jurkat_bright_field, dtype):
     got = otsu_thresholds(stack)
     assert got.dtype == want.dtype
     np.testing.assert_array_equal(got, want)
+
+
+def test_cells_of_many_sizes_segment_in_one_call_as_if_alone(jurkat_bright_field):
+    """An instrument's file holds cells of many sizes: one call for all of them (each on a
+    common canvas, in a frame of its own mirror image) must give every cell the mask it gets
+    alone at its true size, down to the smallest images."""
+    _, images = jurkat_bright_field
+    stack = images[np.r_[0:30, 1000:1030, 2500:2530]]
+    rng = np.random.default_rng(11)
+    sizes = np.stack(
+        [rng.integers(2, stack.shape[1] + 1, len(stack)), rng.integers(2, stack.shape[2] + 1, len(stack))], 1
+    )
+    sizes[:5] = stack.shape[1:]  # some at the canvas size
+    masks = segment_bright_fields(stack, sizes=sizes)
+    found = 0
+    for image, mask, (height, width) in zip(stack, masks, sizes, strict=True):
+        assert not mask[height:].any() and not mask[:, width:].any()
+        np.testing.assert_array_equal(mask[:height, :width], segment_bright_field(image[:height, :width]))
+        found += mask.any()
+    assert found > len(stack) / 3  # most crops still hold a cell

@@ -20,6 +20,8 @@ import numba
 import numpy as np
 from skimage.morphology import disk
 
+from ifcml.features.tiling import mirror_index
+
 BLOCK = 16  # tiles interleaved: 2 AVX-512 vectors of float64 per inner loop, a block in L2
 
 
@@ -43,7 +45,9 @@ def granularity(
     held = tile_object > 0
     order = tile_object[held] - 1
 
-    sums = _spectrum_sums(_blocks(pixels, tile_shape), inside, _disk_half_widths(element_size), spectrum_length)
+    sums = _spectrum_sums(
+        _blocks(pixels, tile_shape), inside, _disk_half_widths(element_size), spectrum_length
+    )
     means = sums.reshape(spectrum_length + 1, -1)[:, held] / counts[held]
     start_mean = np.maximum(means[0], np.finfo(float).eps)
     spectrum = {}
@@ -142,19 +146,12 @@ def _mirrored(blocks: np.ndarray, radius: int) -> np.ndarray:
     out = np.empty((n_blocks, rows + 2 * radius, cols + 2 * radius, BLOCK))
     for b in range(n_blocks):
         for r in range(rows + 2 * radius):
-            source_row = _mirror(r - radius, rows)
+            source_row = mirror_index(r - radius, rows)
             for c in range(cols + 2 * radius):
-                source_col = _mirror(c - radius, cols)
+                source_col = mirror_index(c - radius, cols)
                 for j in range(BLOCK):
                     out[b, r, c, j] = blocks[b, source_row, source_col, j]
     return out
-
-
-@numba.njit(cache=True, inline="always")
-def _mirror(i: int, n: int) -> int:
-    """Index i of the symmetric extension of n pixels (period 2n: the pixels, then reversed)."""
-    i %= 2 * n
-    return i if i < n else 2 * n - 1 - i
 
 
 @numba.njit(cache=True, inline="always")
@@ -243,7 +240,9 @@ def reconstruct_by_dilation(marker: np.ndarray, mask: np.ndarray, framed: tuple)
                     o[r, c, j] = v
                     # a seed: a lower down or right neighbour that it can raise
                     down, right = o[r + 1, c, j], o[r, c + 1, j]
-                    seed[j] = ((down < v) & (down < m[r + 1, c, j])) | ((right < v) & (right < m[r, c + 1, j]))
+                    seed[j] = ((down < v) & (down < m[r + 1, c, j])) | (
+                        (right < v) & (right < m[r, c + 1, j])
+                    )
                     seeds += seed[j]
                 if seeds:
                     for j in range(BLOCK):

@@ -43,14 +43,11 @@ def cell_objects(
     use_instrument = outline_source(recipe, instrument_masks is not None) == "instrument"
     k = channels.index(seg.channel)
     settings = SegmentationSettings(seg.smoothing, seg.closing_radius, seg.min_area)
-    cells = np.zeros(images.shape[:1] + images.shape[2:], bool)
-    expanded = np.zeros_like(cells)
-    for h, w in np.unique(sizes, axis=0):  # cells of one size are segmented as one stack
-        same = np.flatnonzero((sizes[:, 0] == h) & (sizes[:, 1] == w))
-        if use_instrument:
-            outlines = instrument_masks[same, k, :h, :w] > 0
-        else:
-            outlines = segment_bright_fields(images[same, k, :h, :w], settings)
-        cells[same, :h, :w] = outlines
-        expanded[same, :h, :w] = expand_all(outlines, recipe.objects.expand_pixels)
+    height, width = images.shape[2:]
+    inside = (np.arange(height) < sizes[:, :1])[:, :, None] & (np.arange(width) < sizes[:, 1:])[:, None]
+    if use_instrument:
+        cells = (instrument_masks[:, k] > 0) & inside
+    else:  # all sizes in one call, each cell inside its own true size
+        cells = segment_bright_fields(images[:, k], settings, sizes)
+    expanded = expand_all(cells, recipe.objects.expand_pixels) & inside
     return cells, expanded

@@ -32,34 +32,31 @@ def quality_columns(
 ) -> dict[str, np.ndarray]:
     """Quality columns for (n, C, H, W) images, (n, 2) true sizes and (n, H, W) Cells masks;
     NaN where a cell has no outline."""
-    n = len(images)
-    columns = {gradient_rms_name(ch): np.full(n, np.nan) for ch in channels}
-    columns[ASPECT_RATIO] = np.full(n, np.nan)
-    for height, width in np.unique(sizes, axis=0):  # cells of one size: one compiled call
-        same = np.flatnonzero((sizes[:, 0] == height) & (sizes[:, 1] == width))
-        outlines = np.ascontiguousarray(cells[same, :height, :width])
-        for k, ch in enumerate(channels):
-            columns[gradient_rms_name(ch)][same] = _gradient_rms(
-                np.ascontiguousarray(images[same, k, :height, :width]), outlines
-            )
-        columns[ASPECT_RATIO][same] = _aspect_ratios(outlines)
+    sizes = np.ascontiguousarray(sizes, dtype=np.int64)
+    columns = {  # every size in one compiled call, each cell on its own
+        gradient_rms_name(ch): _gradient_rms(np.ascontiguousarray(images[:, k]), cells, sizes)
+        for k, ch in enumerate(channels)
+    }
+    columns[ASPECT_RATIO] = _aspect_ratios(cells)
     return columns
 
 
 @numba.njit(cache=True)
-def _gradient_rms(images: np.ndarray, outlines: np.ndarray) -> np.ndarray:
-    """Each image's root mean square Sobel gradient over its outline, edges replicated.
+def _gradient_rms(images: np.ndarray, outlines: np.ndarray, sizes: np.ndarray) -> np.ndarray:
+    """Each image's root mean square Sobel gradient over its outline, the edges of its true
+    size (``sizes``: height, width at the canvas's top left) replicated.
 
     Per pixel, the operations are scipy's 2-D ``sobel`` in its order (a difference of the
     neighbours along one axis; twice the centre plus the two neighbours along the other; the
     kernel sums to 8x a slope) and the mean is numpy's pairwise sum: the values of filtering
     the whole image and averaging over the outline, with only the outline's pixels computed.
     """
-    n, rows, cols = images.shape
+    n, height, width = images.shape
     rms = np.full(n, np.nan)
-    squares = np.empty(rows * cols)
+    squares = np.empty(height * width)
     for i in range(n):
         image, outline = images[i], outlines[i]
+        rows, cols = sizes[i, 0], sizes[i, 1]
         count = 0
         for r in range(rows):
             up, down = max(r - 1, 0), min(r + 1, rows - 1)
@@ -108,7 +105,11 @@ def _aspect_ratios(outlines: np.ndarray) -> np.ndarray:
             continue
         y, x = ys[:count], xs[:count]
         dy, dx = y - pairwise_sum(y) / count, x - pairwise_sum(x) / count
-        vyy, vxx, vxy = pairwise_sum(dy * dy) / count, pairwise_sum(dx * dx) / count, pairwise_sum(dy * dx) / count
+        vyy, vxx, vxy = (
+            pairwise_sum(dy * dy) / count,
+            pairwise_sum(dx * dx) / count,
+            pairwise_sum(dy * dx) / count,
+        )
         half_spread = np.sqrt(((vyy - vxx) / 2) ** 2 + vxy**2)
         major, minor = (vyy + vxx) / 2 + half_spread, (vyy + vxx) / 2 - half_spread
         if major > 0:

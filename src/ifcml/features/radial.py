@@ -9,7 +9,8 @@ share of pixels (MeanFrac), and the coefficient of variation of the mean intensi
 around the centre (RadialCV). The difference is speed: centrosome's propagation runs once per
 colour over the whole montage through a generic priority queue; here one compiled Dijkstra
 from all centres does the same (objects never touch on a montage of framed tiles), and the
-per-object sums are one compiled pass in bincount's order. Values equal cp-measure's cell by cell (tested on real cells).
+per-object sums are one compiled pass in bincount's order. Values equal cp-measure's cell by
+cell (tested on real cells).
 """
 
 from __future__ import annotations

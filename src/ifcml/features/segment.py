@@ -12,9 +12,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import lru_cache
 
+import numba
 import numpy as np
 from scipy import ndimage
 from skimage.morphology import disk
+
+from ifcml.features.tiling import mirror_index
 
 
 @dataclass(frozen=True)
@@ -34,30 +37,84 @@ def segment_bright_field(
 
 
 def segment_bright_fields(
-    images: np.ndarray, settings: SegmentationSettings = SegmentationSettings()
+    images: np.ndarray,
+    settings: SegmentationSettings = SegmentationSettings(),
+    sizes: np.ndarray | None = None,
 ) -> np.ndarray:
-    """:func:`segment_bright_field` of each image of an (n, H, W) stack, each on its own: every
-    filter and structure acts within an image (nothing along the stack's axis), so one call
-    per stack gives each image's own mask at a fraction of the per-image calls' overhead."""
+    """:func:`segment_bright_field` of each image of an (n, H, W) stack, each on its own, in one
+    call: a cell's mask never depends on the others (tested), at a fraction of the per-image
+    calls' overhead.
+
+    ``sizes``: each image's true (height, width) at the top left of the stack's canvas (default:
+    the whole canvas). Cells of an instrument's file come in many sizes; each is copied onto a
+    common canvas inside a frame of its own mirror image as wide as the filters reach, so the
+    Gaussian and Sobel filters see at its edges what they see of it alone (scipy's "reflect"),
+    the threshold is taken over its own pixels, and the binary steps are kept inside it.
+    """
     n, height, width = images.shape
-    empty = np.zeros(images.shape, bool)
-    if min(height, width) < 3 or n == 0:
-        return empty
-    smooth = ndimage.gaussian_filter(images.astype(np.float32), (0, settings.smoothing, settings.smoothing))
+    cells = np.zeros(images.shape, bool)
+    sizes = np.tile([height, width], (n, 1)) if sizes is None else np.asarray(sizes)
+    picked = np.flatnonzero(sizes.min(axis=1) >= 3)
+    if len(picked) == 0:
+        return cells
+    if (sizes == (height, width)).all():  # one size: the stack is the canvas, scipy mirrors its edges
+        margin, canvas = 0, images.astype(np.float32)
+    else:
+        margin = int(4.0 * settings.smoothing + 0.5) + 1  # scipy's Gaussian reach (truncate 4), then Sobel's
+        canvas = _mirrored_canvas(images[picked], sizes[picked], margin)
+    rows, cols = np.arange(canvas.shape[1]), np.arange(canvas.shape[2])
+    h, w = sizes[picked, :1], sizes[picked, 1:]
+    inside = ((rows >= margin) & (rows < margin + h))[:, :, None] & ((cols >= margin) & (cols < margin + w))[
+        :, None
+    ]
+    smooth = ndimage.gaussian_filter(canvas, (0, settings.smoothing, settings.smoothing))
     edges = _sobel_magnitudes(smooth)
-    usable = np.ptp(edges, axis=(1, 2)) > 0
-    thresholds = np.full(n, np.inf, edges.dtype)
-    thresholds[usable] = otsu_thresholds(edges[usable])
-    foreground = edges > thresholds[:, None, None]
-    foreground = ndimage.binary_closing(foreground, _disk(settings.closing_radius)[None], border_value=0)
-    foreground = ndimage.binary_fill_holes(foreground, _IN_PLANE_CROSS)
-    labels, count = ndimage.label(foreground, _IN_PLANE_CROSS)
-    cells = empty
-    for i in np.flatnonzero(usable & labels.any(axis=(1, 2))):
-        cell = labels[i] == _central_label(labels[i], count)
+    own = edges[inside]  # image after image
+    starts = np.concatenate(([0], np.cumsum(inside.sum(axis=(1, 2)))))
+    usable = np.maximum.reduceat(own, starts[:-1]) > np.minimum.reduceat(own, starts[:-1])
+    thresholds = np.full(len(picked), np.inf, edges.dtype)
+    if usable.any():
+        thresholds[usable] = _otsu_grouped(own, starts, usable)
+    structure = _disk(settings.closing_radius)[None]
+    foreground = (edges > thresholds[:, None, None]) & inside
+    foreground = ndimage.binary_dilation(foreground, structure) & inside  # closing, each image's
+    foreground = ndimage.binary_erosion(foreground, structure, border_value=0)  # border as its edge
+    labels, count = ndimage.label(_filled(foreground), _IN_PLANE_CROSS)
+    for k in np.flatnonzero(usable & labels.any(axis=(1, 2))):
+        (cell_height, cell_width), i = sizes[picked[k]], picked[k]
+        centre = (margin + (cell_height - 1) / 2, margin + (cell_width - 1) / 2)
+        cell = labels[k] == _central_label(labels[k], count, centre)
         if cell.sum() >= settings.min_area:
-            cells[i] = cell
+            cells[i, :cell_height, :cell_width] = cell[
+                margin : margin + cell_height, margin : margin + cell_width
+            ]
     return cells
+
+
+def _filled(foreground: np.ndarray) -> np.ndarray:
+    """``binary_fill_holes`` with the in-plane cross, by one labelling instead of its repeated
+    dilations: background that no 4-connected path links to its image's border is a hole."""
+    background, count = ndimage.label(~foreground, _IN_PLANE_CROSS)
+    open_to_border = np.zeros(count + 1, bool)
+    open_to_border[0] = True  # label 0: the foreground itself
+    open_to_border[background[:, [0, -1]]] = True
+    open_to_border[background[:, :, [0, -1]]] = True
+    return foreground | ~open_to_border[background]
+
+
+@numba.njit(cache=True)
+def _mirrored_canvas(images: np.ndarray, sizes: np.ndarray, margin: int) -> np.ndarray:
+    """Each image's true-size part, as float32, framed by ``margin`` pixels of its mirror image
+    (edge pixels repeated: scipy's "reflect"), at the top left of a common canvas."""
+    n, height, width = images.shape
+    canvas = np.zeros((n, height + 2 * margin, width + 2 * margin), np.float32)
+    for i in range(n):
+        rows, cols = sizes[i, 0], sizes[i, 1]
+        for r in range(rows + 2 * margin):
+            source_row = mirror_index(r - margin, rows)
+            for c in range(cols + 2 * margin):
+                canvas[i, r, c] = images[i, source_row, mirror_index(c - margin, cols)]
+    return canvas
 
 
 def expand(mask: np.ndarray, pixels: int) -> np.ndarray:
@@ -80,24 +137,34 @@ _SOBEL_SMOOTHING = np.array([1, 2, 1]) / 4
 
 def otsu_thresholds(images: np.ndarray, bins: int = 256) -> np.ndarray:
     """scikit-image's ``threshold_otsu`` of each float image of an (n, H, W) stack (none of them
-    constant), with one vectorised histogram for the stack instead of a call per image. Each
-    step is numpy's and scikit-image's own, element for element in the images' float type
-    (numpy's bin edges and its one-ULP index corrections, the float32 counts and cumulative
-    sums), so every threshold is equal to theirs bit for bit (tested)."""
+    constant), with one vectorised histogram for the stack instead of a call per image."""
     n = len(images)
-    if n == 0:
-        return np.empty(0, images.dtype)
-    values = images.reshape(n, -1)
-    first, last = values.min(axis=1), values.max(axis=1)
+    starts = np.arange(n + 1) * (images[0].size if n else 0)
+    return _otsu_grouped(images.reshape(-1), starts, np.ones(n, bool), bins)
+
+
+def _otsu_grouped(values: np.ndarray, starts: np.ndarray, picked: np.ndarray, bins: int = 256) -> np.ndarray:
+    """``threshold_otsu`` of the picked groups of ``values`` (group k: ``values[starts[k]:starts[k + 1]]``,
+    none constant). Each step is numpy's and scikit-image's own, element for element in the
+    values' float type (numpy's bin edges and its one-ULP index corrections, the float32 counts
+    and cumulative sums), so every threshold is theirs bit for bit (tested)."""
+    groups = np.flatnonzero(picked)
+    lengths = (starts[1:] - starts[:-1])[groups]
+    if len(groups) == 0:
+        return np.empty(0, values.dtype)
+    values = (
+        np.concatenate([values[starts[k] : starts[k + 1]] for k in groups]) if not picked.all() else values
+    )
+    offsets = np.concatenate(([0], np.cumsum(lengths)[:-1]))
+    n = len(groups)
+    group = np.repeat(np.arange(n), lengths)
+    first, last = np.minimum.reduceat(values, offsets), np.maximum.reduceat(values, offsets)
     edges = np.linspace(first, last, bins + 1, axis=1, dtype=values.dtype)
-    width = (last - first)[:, None]
-    index = (((values - first[:, None]) / width) * bins).astype(np.intp)
+    index = (((values - first[group]) / (last - first)[group]) * bins).astype(np.intp)
     index[index == bins] -= 1
-    rows = np.arange(n)[:, None]
-    index[values < edges[rows, index]] -= 1
-    index[(values >= edges[rows, index + 1]) & (index != bins - 1)] += 1
-    counts = np.bincount((index + rows * bins).ravel(), minlength=n * bins).reshape(n, bins)
-    counts = counts.astype(np.float32)
+    index[values < edges[group, index]] -= 1
+    index[(values >= edges[group, index + 1]) & (index != bins - 1)] += 1
+    counts = np.bincount(index + group * bins, minlength=n * bins).reshape(n, bins).astype(np.float32)
     centres = (edges[:, :-1] + edges[:, 1:]) / 2.0
     weight1 = np.cumsum(counts, axis=1)
     weight2 = np.cumsum(counts[:, ::-1], axis=1)[:, ::-1]
@@ -124,9 +191,9 @@ def _disk(radius: int) -> np.ndarray:
     return disk(radius)
 
 
-def _central_label(labels: np.ndarray, n: int) -> int:
+def _central_label(labels: np.ndarray, n: int, centre: tuple[float, float]) -> int:
     """The object under the image centre, else the one whose nearest pixel is closest to it."""
-    cy, cx = (labels.shape[0] - 1) / 2, (labels.shape[1] - 1) / 2
+    cy, cx = centre
     under = labels[int(round(cy)), int(round(cx))]
     if under:
         return int(under)

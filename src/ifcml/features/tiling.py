@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numba
 import numpy as np
 
 
@@ -58,3 +59,11 @@ def tile_labels(masks: np.ndarray, layout: Layout) -> np.ndarray:
     labels = np.zeros(len(masks), np.int32)
     labels[present] = np.arange(1, int(present.sum()) + 1)
     return tile(masks.astype(np.int32) * labels[:, None, None], layout)
+
+
+@numba.njit(cache=True, inline="always")
+def mirror_index(i: int, n: int) -> int:
+    """Which of n pixels a frame of their mirror image shows at index i (edge pixels repeated,
+    numpy's "symmetric" and scipy's "reflect"; period 2n: the pixels, then reversed)."""
+    i %= 2 * n
+    return i if i < n else 2 * n - 1 - i
