@@ -71,9 +71,9 @@ def _spectrum_sums(image: np.ndarray, inside: np.ndarray, half_widths: np.ndarra
     for b in range(n_blocks):
         tiles, objects = image[b : b + 1], inside[b : b + 1]
         sums[0, b] = _tile_sums(tiles, objects)[0]
-        eroded = _disk_minimum(_mirrored(tiles, radius), half_widths)
-        opened = -_disk_minimum(-_mirrored(eroded, radius), half_widths)  # dilation: -erosion(-x), exact
-        signal = tiles - opened
+        shrunk = _disk_minimum(_mirrored(tiles, radius), half_widths)
+        background = -_disk_minimum(-_mirrored(shrunk, radius), half_widths)  # dilation: -erosion(-x)
+        signal = tiles - background  # the opening removed
         signal = np.where(signal < 0, 0.0, signal)
         eroded = reconstructed = signal
         for step in range(1, steps + 1):

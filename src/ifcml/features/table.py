@@ -192,10 +192,10 @@ def _open_parts(out: Path, manifest: dict, resume: bool) -> Path:
     """The working folder of finished chunks, checked against what this run computes."""
     parts = out.parent / f".{out.name}.parts"
     manifest_path = parts / "manifest.json"
-    if parts.exists() and not any(parts.glob(f"part-*{PART_SUFFIX}")):
+    if parts.exists() and not any(parts.glob("part-*")):  # parts of any format: never discarded unasked
         shutil.rmtree(parts)  # a run that failed before finishing a chunk: nothing to keep
     if parts.exists():
-        finished = len(list(parts.glob(f"part-*{PART_SUFFIX}")))
+        finished = len(list(parts.glob("part-*")))
         if not resume:
             raise StoreError(
                 f"{parts}: an interrupted run left {finished} finished chunk(s) here; "
