@@ -40,7 +40,7 @@ def radial_distribution(
     centre_rows, centre_cols = _centres(to_edge, labels, n)
     from_centre = _distance_from_centres(labels > 0, centre_rows, centre_cols)
     intensity, count, wedge_sum, wedge_count = _sums(
-        labels, pixels, from_centre, to_edge, centre_rows, centre_cols, n, bins
+        labels, pixels, from_centre, to_edge, centre_rows, centre_cols, bins
     )
     with np.errstate(invalid="ignore", divide="ignore"):
         frac_at_d = intensity / intensity.sum(axis=1, keepdims=True)
@@ -83,10 +83,11 @@ def _wedge_cv(wedge_sum: np.ndarray, wedge_count: np.ndarray) -> np.ndarray:
 
 
 @numba.njit(cache=True)
-def _sums(labels, pixels, from_centre, to_edge, centre_rows, centre_cols, n, bins):
-    """Per object and bin: the intensity and pixel count, and per wedge of each bin the same,
+def _sums(labels, pixels, from_centre, to_edge, centre_rows, centre_cols, bins):
+    """Per object (one per centre) and bin: the intensity and pixel count, and per wedge of each bin the same,
     over the pixels reached from the centre, added in row-major order (bincount's order on the
     montage, so the sums are cp-measure's)."""
+    n = len(centre_rows)
     intensity = np.zeros((n, bins + 1))
     count = np.zeros((n, bins + 1))
     wedge_sum = np.zeros((n, bins, 8))
