@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from scipy import ndimage
 from skimage.filters import threshold_otsu
+from skimage.morphology import disk
 
 from ifcml.features.segment import (
+    dilated_by_disk,
     expand,
     expand_all,
     otsu_thresholds,
@@ -115,3 +118,23 @@ def test_cells_of_many_sizes_segment_in_one_call_as_if_alone(jurkat_bright_field
         np.testing.assert_array_equal(mask[:height, :width], segment_bright_field(image[:height, :width]))
         found += mask.any()
     assert found > len(stack) / 3  # most crops still hold a cell
+
+
+@pytest.mark.parametrize("radius", [0, 1, 2, 3, 6])
+def test_disk_dilation_and_erosion_are_scipys(jurkat_bright_field, radius):
+    """The closing and the dark-field expansion use shifted unions in place of scipy's binary
+    morphology: the same masks, at the edges too (beyond counts as background for dilation and
+    for erosion), on random masks of any size and on real cells' masks."""
+    _, images = jurkat_bright_field
+    rng = np.random.default_rng(radius)
+    stacks = [rng.random(shape) > 0.5 for shape in ((20, 17, 23), (4, 1, 5), (3, 2, 2))]
+    stacks.append(segment_bright_fields(images[:64]))
+    structure = disk(radius)[None]
+    for masks in stacks:
+        np.testing.assert_array_equal(
+            dilated_by_disk(masks, radius), ndimage.binary_dilation(masks, structure)
+        )
+        np.testing.assert_array_equal(
+            ~dilated_by_disk(~masks, radius, beyond=True),
+            ndimage.binary_erosion(masks, structure, border_value=0),
+        )

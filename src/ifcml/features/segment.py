@@ -19,6 +19,8 @@ from skimage.morphology import disk
 
 from ifcml.features.tiling import mirror_index
 
+_SIZE_STEP = 8  # pixels: cells whose sizes round up to the same multiple share one canvas
+
 
 @dataclass(frozen=True)
 class SegmentationSettings:
@@ -41,29 +43,42 @@ def segment_bright_fields(
     settings: SegmentationSettings = SegmentationSettings(),
     sizes: np.ndarray | None = None,
 ) -> np.ndarray:
-    """:func:`segment_bright_field` of each image of an (n, H, W) stack, each on its own, in one
-    call: a cell's mask never depends on the others (tested), at a fraction of the per-image
+    """:func:`segment_bright_field` of each image of an (n, H, W) stack, each on its own, in a few
+    calls: a cell's mask never depends on the others (tested), at a fraction of the per-image
     calls' overhead.
 
     ``sizes``: each image's true (height, width) at the top left of the stack's canvas (default:
-    the whole canvas). Cells of an instrument's file come in many sizes; each is copied onto a
-    common canvas inside a frame of its own mirror image as wide as the filters reach, so the
-    Gaussian and Sobel filters see at its edges what they see of it alone (scipy's "reflect"),
-    the threshold is taken over its own pixels, and the binary steps are kept inside it.
+    the whole canvas). Cells of an instrument's file come in many sizes; cells whose sizes round
+    up to the same multiple of ``_SIZE_STEP`` share a canvas just large enough for them, so the
+    filters do not spend most of their work on padding.
     """
     n, height, width = images.shape
     cells = np.zeros(images.shape, bool)
     sizes = np.tile([height, width], (n, 1)) if sizes is None else np.asarray(sizes)
     picked = np.flatnonzero(sizes.min(axis=1) >= 3)
-    if len(picked) == 0:
-        return cells
+    _, bucket = np.unique(-(-sizes[picked] // _SIZE_STEP), axis=0, return_inverse=True)
+    for k in range(bucket.max(initial=-1) + 1):
+        group = picked[bucket.reshape(-1) == k]
+        h, w = sizes[group].max(axis=0)
+        cells[group, :h, :w] = _segment_on_canvas(images[group, :h, :w], sizes[group], settings)
+    return cells
+
+
+def _segment_on_canvas(images: np.ndarray, sizes: np.ndarray, settings: SegmentationSettings) -> np.ndarray:
+    """The masks of an (n, H, W) stack of cells of at least 3 x 3 pixels, each ``sizes[i]`` at
+    the top left of its canvas. When sizes differ, each cell is copied onto a common canvas inside
+    a frame of its own mirror image as wide as the filters reach, so the Gaussian and Sobel
+    filters see at its edges what they see of it alone (scipy's "reflect"), the threshold is
+    taken over its own pixels, and the binary steps are kept inside it."""
+    n, height, width = images.shape
+    cells = np.zeros(images.shape, bool)
     if (sizes == (height, width)).all():  # one size: the stack is the canvas, scipy mirrors its edges
         margin, canvas = 0, images.astype(np.float32)
     else:
         margin = int(4.0 * settings.smoothing + 0.5) + 1  # scipy's Gaussian reach (truncate 4), then Sobel's
-        canvas = _mirrored_canvas(images[picked], sizes[picked], margin)
+        canvas = _mirrored_canvas(images, sizes, margin)
     rows, cols = np.arange(canvas.shape[1]), np.arange(canvas.shape[2])
-    h, w = sizes[picked, :1], sizes[picked, 1:]
+    h, w = sizes[:, :1], sizes[:, 1:]
     inside = ((rows >= margin) & (rows < margin + h))[:, :, None] & ((cols >= margin) & (cols < margin + w))[
         :, None
     ]
@@ -72,18 +87,18 @@ def segment_bright_fields(
     own = edges[inside]  # image after image
     starts = np.concatenate(([0], np.cumsum(inside.sum(axis=(1, 2)))))
     usable = np.maximum.reduceat(own, starts[:-1]) > np.minimum.reduceat(own, starts[:-1])
-    thresholds = np.full(len(picked), np.inf, edges.dtype)
+    thresholds = np.full(n, np.inf, edges.dtype)
     if usable.any():
         thresholds[usable] = _otsu_grouped(own, starts, usable)
-    structure = _disk(settings.closing_radius)[None]
+    radius = settings.closing_radius
     foreground = (edges > thresholds[:, None, None]) & inside
-    foreground = ndimage.binary_dilation(foreground, structure) & inside  # closing, each image's
-    foreground = ndimage.binary_erosion(foreground, structure, border_value=0)  # border as its edge
+    foreground = dilated_by_disk(foreground, radius) & inside  # closing, each image's border as its edge
+    foreground = ~dilated_by_disk(~foreground, radius, beyond=True)  # erosion, nothing beyond the canvas
     labels, count = ndimage.label(_filled(foreground), _IN_PLANE_CROSS)
-    for k in np.flatnonzero(usable & labels.any(axis=(1, 2))):
-        (cell_height, cell_width), i = sizes[picked[k]], picked[k]
+    for i in np.flatnonzero(usable & labels.any(axis=(1, 2))):
+        cell_height, cell_width = sizes[i]
         centre = (margin + (cell_height - 1) / 2, margin + (cell_width - 1) / 2)
-        cell = labels[k] == _central_label(labels[k], count, centre)
+        cell = labels[i] == _central_label(labels[i], count, centre)
         if cell.sum() >= settings.min_area:
             cells[i, :cell_height, :cell_width] = cell[
                 margin : margin + cell_height, margin : margin + cell_width
@@ -126,7 +141,19 @@ def expand_all(masks: np.ndarray, pixels: int) -> np.ndarray:
     """:func:`expand` of each mask of an (n, H, W) stack, each on its own."""
     if pixels <= 0 or not masks.any():
         return masks
-    return ndimage.binary_dilation(masks, _disk(pixels)[None])
+    return dilated_by_disk(masks, pixels)
+
+
+def dilated_by_disk(masks: np.ndarray, radius: int, beyond: bool = False) -> np.ndarray:
+    """scipy's ``binary_dilation`` of each mask of an (n, H, W) stack by scikit-image's disk, the
+    pixels beyond its edges counting as ``beyond``: the union of the mask shifted to each of the
+    disk's offsets, a few times faster than scipy's generic structuring-element walk (tested equal)."""
+    _, height, width = masks.shape
+    padded = np.pad(masks, ((0, 0), (radius, radius), (radius, radius)), constant_values=beyond)
+    out = np.zeros(masks.shape, bool)
+    for dy, dx in np.argwhere(_disk(radius)):
+        out |= padded[:, dy : dy + height, dx : dx + width]
+    return out
 
 
 # 4-connected within an image, nothing across images
