@@ -13,7 +13,11 @@ With ``--repeats N`` every size runs N times and the fastest run counts: on a sh
 one disturbed run otherwise moves a slope, most of all CellProfiler's short ones.
 With ``--dask-workers N`` the cp-measure engine also runs through a Dask LocalCluster of N
 single-threaded worker processes (``ifcml features --scheduler``), checking that the table is
-the one measured locally.
+the one measured locally: once as Dask starts workers by default, once with the allocator
+setting the README recommends for them (``WORKER_ENVIRONMENT``). Starting a LocalCluster
+leaves Dask's worker environment (``MALLOC_TRIM_THRESHOLD_``, thread limits) in this process's
+``os.environ``; it is put back, or every later run would inherit it (the large runs had been
+measured 60 % slower that way).
 
 Usage: python benchmarks/features_throughput.py [--engines cp-measure,cellprofiler,reference]
             [--cores 1 2] [--copies 1 3] [--cellprofiler-cells 256 1024]
@@ -37,6 +41,9 @@ from ifcml.io.store import CellStore, write_store
 
 ROOT = Path(__file__).resolve().parents[1]
 JURKAT = ROOT.parent / "shared" / "data" / "jurkat_ifc" / "Experiment_1"
+# Dask starts workers with MALLOC_TRIM_THRESHOLD_ set, which fixes glibc's mmap threshold at
+# 128 KiB: every montage-sized temporary is then mapped and faulted in afresh (README, Dask)
+WORKER_ENVIRONMENT = {"MALLOC_MMAP_THRESHOLD_": 4 * 2**20}
 
 
 class Repeated:
@@ -74,18 +81,35 @@ class Repeated:
                 )
 
 
-def through_dask(store: CellStore, out: Path, local: Path, workers: int) -> dict:
-    """``ifcml features --scheduler`` on a LocalCluster of ``workers`` processes (start-up of
-    the cluster excluded); the table must equal the one measured locally at ``local``."""
+def through_dask(store: CellStore, out: Path, local: Path, workers: int, environment: dict) -> dict:
+    """``ifcml features --scheduler`` on a LocalCluster of ``workers`` processes started with
+    ``environment`` added to Dask's (start-up of the cluster excluded); the table must equal the
+    one measured locally at ``local``."""
+    import dask
     import pandas as pd
     from distributed import LocalCluster
 
-    with LocalCluster(n_workers=workers, threads_per_worker=1, dashboard_address=None) as cluster:
-        command = ["features", str(store.path), "--out", str(out), "--scheduler", cluster.scheduler_address]
+    ours = dict(os.environ)
+    settings = {f"distributed.nanny.pre-spawn-environ.{key}": value for key, value in environment.items()}
+    with (
+        dask.config.set(settings),
+        LocalCluster(n_workers=workers, threads_per_worker=1, dashboard_address=None) as cluster,
+    ):
+        command = [
+            "features",
+            str(store.path),
+            "--out",
+            str(out),
+            "--overwrite",
+            "--scheduler",
+            cluster.scheduler_address,
+        ]
         wall, peak = run_ifcml(command, os.cpu_count() or 1)
+    os.environ.clear()
+    os.environ.update(ours)
     pd.testing.assert_frame_equal(pd.read_parquet(out), pd.read_parquet(local))
     return {
-        "engine": "cp-measure via Dask",
+        "engine": "cp-measure via Dask" + "".join(f", {key}={value}" for key, value in environment.items()),
         "cells": store.n_cells,
         "dask_workers": workers,
         "wall_s": round(wall, 1),
@@ -177,8 +201,12 @@ def main() -> None:
                 out = work / f"f-{engine}-{copies}-{n}-{cores}.parquet"
                 command = ["features", str(store.path), "--out", str(out), "--engine", engine, "--overwrite"]
                 timed(engine, store.n_cells, cores, [*command, "--workers", str(cores)])
-            if engine == "cp-measure" and args.dask_workers:
-                row = through_dask(store, work / f"f-dask-{copies}.parquet", out, args.dask_workers)
+            for environment in (
+                ({}, WORKER_ENVIRONMENT) if engine == "cp-measure" and args.dask_workers else ()
+            ):
+                row = through_dask(
+                    store, work / f"f-dask-{copies}.parquet", out, args.dask_workers, environment
+                )
                 print(json.dumps(row), flush=True)
                 runs.append(row)
         if "reference" in engines:
