@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +22,17 @@ JURKAT_COUNTS = {
     "Anaphase": 16,
     "Telophase": 28,
 }
+
+
+@pytest.fixture(autouse=True)
+def _environment_kept():
+    """Each test leaves os.environ as it found it. Opening a Dask LocalCluster writes Dask's
+    worker environment (MALLOC_TRIM_THRESHOLD_, one BLAS thread) into this process's, and every
+    later test's subprocesses would inherit it, glibc's trim setting slowing them by half."""
+    before = dict(os.environ)
+    yield
+    os.environ.clear()
+    os.environ.update(before)
 
 
 @pytest.fixture
