@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from unittest import mock
 
 import numpy as np
 import pytest
@@ -28,11 +29,10 @@ JURKAT_COUNTS = {
 def _environment_kept():
     """Each test leaves os.environ as it found it. Opening a Dask LocalCluster writes Dask's
     worker environment (MALLOC_TRIM_THRESHOLD_, one BLAS thread) into this process's, and every
-    later test's subprocesses would inherit it, glibc's trim setting slowing them by half."""
-    before = dict(os.environ)
-    yield
-    os.environ.clear()
-    os.environ.update(before)
+    later test's subprocesses would inherit it (glibc's trim setting made measurements 60 %
+    slower)."""
+    with mock.patch.dict(os.environ):
+        yield
 
 
 @pytest.fixture

@@ -84,9 +84,9 @@ def _wedge_cv(wedge_sum: np.ndarray, wedge_count: np.ndarray) -> np.ndarray:
 
 @numba.njit(cache=True)
 def _sums(labels, pixels, from_centre, to_edge, centre_rows, centre_cols, bins):
-    """Per object (one per centre) and bin: the intensity and pixel count, and per wedge of each bin the same,
-    over the pixels reached from the centre, added in row-major order (bincount's order on the
-    montage, so the sums are cp-measure's)."""
+    """Per object (one per centre) and bin: the intensity and pixel count, and per wedge of each
+    bin the same, over the pixels reached from the centre, added in row-major order (bincount's
+    order on the montage, so the sums are cp-measure's)."""
     n = len(centre_rows)
     intensity = np.zeros((n, bins + 1))
     count = np.zeros((n, bins + 1))
